@@ -1,0 +1,3 @@
+from steelseg_hpc.cli import main
+
+main()

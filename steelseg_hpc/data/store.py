@@ -1,0 +1,134 @@
+"""The Zarr v3 tile store: its layout, and reading it back.
+
+Layout (see ``docs/contracts.md``)::
+
+    STORE.zarr/                 attrs: format_version, spec_hash, dataset, class_names, num_classes,
+                                       tile_size, stride, versions, complete
+      <split>/images  uint8 [N, T, T]   one tile per chunk
+      <split>/masks   uint8 [N, T, T]   class indices
+      <split>/done    uint8 [N]         1 once the tile's image and mask chunks are written
+      <split>/whole/NNNN/{image,mask}   whole images (val, test) for sliding-window evaluation
+
+Example:
+    >>> info = open_store("runs/demo/store.zarr")  # doctest: +SKIP
+    >>> info.class_names, info.splits  # doctest: +SKIP
+    (['ferrite', 'pearlite', 'carbide'], {'train': 340, 'val': 12, 'test': 8})
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from steelseg_hpc.data.spec import SPLITS
+from steelseg_hpc.errors import DataError
+
+FORMAT_VERSION = 1
+_VERSIONED = ("steelseg-hpc", "numpy", "zarr", "albumentations", "dask", "opencv-python-headless", "pillow")
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a prepared store holds: classes, tile size and tile counts per split."""
+
+    path: Path
+    dataset: str
+    class_names: list[str]
+    tile_size: int
+    stride: int
+    spec_hash: str
+    splits: dict[str, int]
+    whole_images: dict[str, int]
+    complete: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def open_store(path: str | Path, require_complete: bool = True) -> StoreInfo:
+    """Read a store's attributes and tile counts.
+
+    Raises:
+        DataError: the path is not a steelseg-hpc store, or it is incomplete (prep was
+            interrupted; rerun the same ``prep`` command to finish it).
+    """
+    path = Path(path)
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        attrs = dict(root.attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
+        raise DataError(f"{path}: not a Zarr store (run `steelseg-hpc prep SPEC --out {path}`)") from None
+    if attrs.get("format_version") != FORMAT_VERSION or "class_names" not in attrs:
+        raise DataError(f"{path}: not a steelseg-hpc store of format {FORMAT_VERSION}")
+    if require_complete and not attrs.get("complete", False):
+        raise DataError(f"{path}: store is incomplete; rerun the same `steelseg-hpc prep` command to finish it")
+    splits, whole = {}, {}
+    for name in SPLITS:
+        if name in root:
+            splits[name] = int(root[name]["images"].shape[0])
+            whole[name] = len(root[name]["whole"]) if "whole" in root[name] else 0
+    return StoreInfo(
+        path=path,
+        dataset=attrs.get("dataset", ""),
+        class_names=list(attrs["class_names"]),
+        tile_size=int(attrs["tile_size"]),
+        stride=int(attrs["stride"]),
+        spec_hash=attrs.get("spec_hash", ""),
+        splits=splits,
+        whole_images=whole,
+        complete=bool(attrs.get("complete", False)),
+    )
+
+
+def read_provenance(store: str | Path, split: str) -> list[dict]:
+    """The per-tile provenance rows of ``split``, in tile-index order.
+
+    Each row has ``index, source, group, split, y, x, augmentation, params``; ``augmentation`` is
+    ``"none"`` for an original tile, else the applied ops joined by ``+``.
+    """
+    root = zarr.open_group(str(store), mode="r")
+    if split not in root:
+        raise DataError(f"{store}: no split '{split}' (has {', '.join(k for k in SPLITS if k in root)})")
+    return [dict(row, index=i) for i, row in enumerate(root[split].attrs["provenance"])]
+
+
+class WholeImages:
+    """Whole (untiled) images of a split, for sliding-window evaluation.
+
+    Example:
+        >>> for name, image, mask in WholeImages("store.zarr", "test"):  # doctest: +SKIP
+        ...     print(name, image.shape)
+    """
+
+    def __init__(self, store: str | Path, split: str):
+        self.store = str(store)
+        root = zarr.open_group(self.store, mode="r")
+        if split not in root or "whole" not in root[split]:
+            raise DataError(f"{store}: split '{split}' has no whole images (see the spec's whole_image_splits)")
+        self._group = root[split]["whole"]
+        self._keys = sorted(self._group.group_keys())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray, np.ndarray]:
+        entry = self._group[self._keys[index]]
+        return entry.attrs["name"], entry["image"][...], entry["mask"][...]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))

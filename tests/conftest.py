@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny prepared stores that every stage's tests can train or evaluate on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+METALDAM = Path(os.environ.get("STEELSEG_METALDAM", REPO.parent / "shared" / "data" / "metaldam"))
+
+# Five MetalDAM images that together hold all five classes.
+METALDAM_SUBSET = {"train": ["micrograph0", "micrograph17"], "val": ["micrograph30"], "test": ["micrograph36"]}
+
+
+def write_metaldam_subset_spec(folder: Path, tile: int = 256, stride: int = 256, copies: int = 0) -> Path:
+    """A spec over a few MetalDAM images, from data_prep/metaldam.toml with a list split."""
+    text = (REPO / "data_prep" / "metaldam.toml").read_text()
+    head, _, _ = text.partition("[split]")
+    lists = "\n".join(f"{name} = {images!r}".replace("'", '"') for name, images in METALDAM_SUBSET.items())
+    spec = head.replace('raw_dir = "../../shared/data/metaldam"', f'raw_dir = "{METALDAM}"')
+    spec += f'[split]\nmethod = "lists"\n{lists}\n\n[tiling]\ntile_size = {tile}\nstride = {stride}\n\n[augment]\ncopies = {copies}\n'
+    path = folder / "metaldam-subset.toml"
+    path.write_text(spec)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory) -> Path:
+    """A small synthetic lab-style dataset (3 groups x 3 images, 128x112); returns its spec."""
+    from steelseg_hpc.data.synth import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("raw"), groups=(3, 3, 3), size=(128, 112), seed=0, tile_size=64, copies=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(synthetic_raw, tmp_path_factory) -> Path:
+    """A prepared 3-class store with 64-px tiles (train tiles plus one augmented copy each)."""
+    from steelseg_hpc.data import load_spec, prepare
+
+    out = tmp_path_factory.mktemp("stores") / "tiny.zarr"
+    prepare(load_spec(synthetic_raw), out, workers=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_store_5(tmp_path_factory) -> Path:
+    """A prepared 5-class store from four real MetalDAM images, 256-px tiles, no augmentation."""
+    if not METALDAM.is_dir():
+        pytest.skip(f"MetalDAM not found at {METALDAM} (set STEELSEG_METALDAM)")
+    from steelseg_hpc.data import load_spec, prepare
+
+    folder = tmp_path_factory.mktemp("metaldam")
+    out = folder / "metaldam-subset.zarr"
+    prepare(load_spec(write_metaldam_subset_spec(folder)), out, workers=0)
+    return out

@@ -78,7 +78,8 @@ def synth_micrograph(height: int, width: int, seed: int) -> tuple[np.ndarray, np
     # pearlite colonies: a smooth field thresholded at a per-image fraction, snapped to grains
     fraction = rng.uniform(0.3, 0.55)
     field = _smooth_field(shape, side / 4, rng)
-    colony_of_grain = ndimage.mean(field, labels=ids, index=np.arange(ids.max() + 1))
+    sizes = np.bincount(ids.ravel(), minlength=ids.max() + 1)
+    colony_of_grain = np.bincount(ids.ravel(), weights=field.ravel(), minlength=sizes.size) / np.maximum(sizes, 1)
     threshold = np.quantile(colony_of_grain, 1 - fraction)
     labels = (colony_of_grain[ids] > threshold).astype(np.uint8)
 
@@ -87,13 +88,15 @@ def synth_micrograph(height: int, width: int, seed: int) -> tuple[np.ndarray, np
     image = np.where(boundary & (labels == 0), image - 45, image)
 
     angle = rng.uniform(0, np.pi, size=ids.max() + 1)[ids]
-    period = rng.uniform(max(side / 120, 3.0), max(side / 60, 5.0), size=ids.max() + 1)[ids]
+    # periods below ~5 px would be blurred away on small test images
+    period = rng.uniform(max(side / 120, 5.0), max(side / 60, 8.0), size=ids.max() + 1)[ids]
     yy, xx = np.mgrid[0:height, 0:width]
     lamellae = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
     image = np.where(labels == 1, 105 + 38 * lamellae, image)
 
     # carbides: bright roundish particles on top of either phase
-    n_particles = int(rng.integers(8, 16) * height * width / 400**2) + 3
+    # radii scale with the image, so a fixed count gives the same area fraction (~3-6 %) at any size
+    n_particles = int(rng.integers(100, 200) * height * width / side**2)
     radius = rng.uniform(max(side / 200, 1.5), max(side / 70, 3.0), size=n_particles)
     centres = rng.uniform((0, 0), (height, width), size=(n_particles, 2))
     particles = np.zeros(shape, dtype=bool)

@@ -1,0 +1,70 @@
+# Shared paths and helpers for the one-node SLURM in launch/local-cluster/ (sourced, not run).
+#
+# Everything the cluster writes lives under one directory, $STEELSEG_SLURM_HOME
+# (default /var/tmp/steelseg-slurm). The only things outside it are the symlinks in /etc/slurm
+# (so sbatch, sacct, submitit and dask-jobqueue find the config without SLURM_CONF), munge's
+# socket in /run/munge (the path every munge client looks at) and the fake GPU device nodes.
+
+set -euo pipefail
+
+SLURM_HOME="${STEELSEG_SLURM_HOME:-/var/tmp/steelseg-slurm}"
+CLUSTER_NAME="${STEELSEG_SLURM_CLUSTER:-steelseg}"
+DB_PORT="${STEELSEG_SLURM_DB_PORT:-3316}"      # not 3306: never collide with a system MariaDB
+DBD_PORT="${STEELSEG_SLURM_DBD_PORT:-6819}"
+FAKE_GPUS=(/dev/fakegpu0 /dev/fakegpu1)
+
+ETC_DIR="$SLURM_HOME/etc"
+MUNGE_DIR="$SLURM_HOME/munge"
+MUNGE_SOCKET_DIR=/run/munge
+DB_DIR="$SLURM_HOME/mysql"
+SPOOL_DIR="$SLURM_HOME/slurm"
+LOG_DIR="$SLURM_HOME/log"
+RUN_DIR="$SLURM_HOME/run"
+
+MUNGED_PID="$RUN_DIR/munged.pid"
+MARIADB_PID="$DB_DIR/run/mariadbd.pid"
+MARIADB_SOCKET="$DB_DIR/run/mariadbd.sock"
+SLURMDBD_PID="$RUN_DIR/slurmdbd.pid"
+SLURMCTLD_PID="$RUN_DIR/slurmctld.pid"
+SLURMD_PID="$RUN_DIR/slurmd.pid"
+
+log() { printf '[local-slurm] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# pid_of FILE: print the pid in FILE if that process is alive, else nothing.
+pid_of() {
+    local file=$1 pid
+    [[ -r $file ]] || return 0
+    pid=$(tr -dc '0-9' <"$file")
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        echo "$pid"
+    fi
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log "timed out after ${limit}s waiting for $what"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# node_state: the state of our one node as sinfo prints it (idle, mix, alloc, down*, ...).
+node_state() {
+    sinfo -h -N -n "$(hostname -s)" -o '%t' 2>/dev/null | head -n 1
+}
+
+node_usable() {
+    [[ $(node_state) =~ ^(idle|mix|mixed|alloc|allocated|comp|completing)$ ]]
+}
+
+# mariadb_cli ARGS...: the mariadb client on our private socket, as the DB's root (unix socket auth).
+mariadb_cli() {
+    mariadb --no-defaults --socket="$MARIADB_SOCKET" -uroot "$@"
+}

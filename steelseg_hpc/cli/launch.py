@@ -1,0 +1,165 @@
+"""CLI commands: launch, status, logs, cancel (registered on the root group)."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from steelseg_hpc.cli._app import console, main
+
+_index_option = click.option(
+    "--index", "index_path", type=click.Path(dir_okay=False), default=None,
+    help="Experiment index (default: $STEELSEG_INDEX or ~/.local/share/steelseg-hpc/index.sqlite).",
+)
+
+
+def _index(path: str | None):
+    from steelseg_hpc.launch.index import ExperimentIndex
+
+    return ExperimentIndex(path)
+
+
+@main.command()
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--profile", required=True, type=click.Path(dir_okay=False),
+              help="Cluster profile TOML, e.g. launch/local-cluster.toml.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override an experiment field, e.g. --set store=demo/store.zarr.")
+@click.option("--profile-set", "profile_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a profile field, e.g. --profile-set time_min=30.")
+@click.option("--wait", is_flag=True, help="Show the status table until every job has ended.")
+@_index_option
+def launch(experiment, profile, overrides, profile_overrides, wait, index_path) -> None:
+    """Submit EXPERIMENT: one training job per architecture x seed.
+
+    On SLURM the jobs form one job array. EXPERIMENT is a TOML in launch/experiments/.
+    """
+    from steelseg_hpc.launch import launch_experiment
+
+    rows = launch_experiment(experiment, profile, list(overrides), list(profile_overrides),
+                             _index(index_path))
+    for row in rows:
+        console.print(f"submitted [bold]{row.arch}[/] seed {row.seed}: job {row.job_id} -> {row.run_dir}")
+    if wait:
+        _watch(rows[0].experiment, _index(index_path), interval=5.0)
+
+
+@main.command()
+@click.argument("experiment", required=False)
+@click.option("--watch", is_flag=True, help="Refresh until every job has ended.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of jobs instead.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes.")
+@_index_option
+def status(experiment, watch, as_json, interval, index_path) -> None:
+    """Show the jobs of EXPERIMENT: state, progress, metrics.
+
+    Without EXPERIMENT, the most recently launched one.
+    """
+    from steelseg_hpc.launch import collect_status
+
+    if watch and not as_json:
+        _watch(experiment, _index(index_path), interval)
+        return
+    rows = collect_status(experiment, _index(index_path))
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+    else:
+        (console if console.is_terminal else _wide_console()).print(render_status(rows))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--tail", "lines", type=int, default=None, help="Only the last N lines of each.")
+@_index_option
+def logs(job_id, lines, index_path) -> None:
+    """Print the stdout and stderr of JOB_ID."""
+    from steelseg_hpc.launch import job_logs
+
+    out = job_logs(job_id, _index(index_path), lines)
+    for name in ("stdout", "stderr"):
+        console.rule(f"{name}: {out[name + '_path']}", style="dim")
+        click.echo(out[name])
+
+
+@main.command()
+@click.argument("target")
+@click.option("--signal", "signal_name", default=None, metavar="NAME",
+              help="Only send a signal (USR2 = checkpoint and requeue) instead of cancelling.")
+@_index_option
+def cancel(target, signal_name, index_path) -> None:
+    """Cancel an experiment's jobs, or one job.
+
+    TARGET is an experiment name or a job id.
+    """
+    from steelseg_hpc.launch import cancel as cancel_jobs
+
+    rows = cancel_jobs(target, _index(index_path), signal_name)
+    verb = f"sent SIG{signal_name} to" if signal_name else "cancelled"
+    console.print(f"{verb} {len(rows)} job(s): {', '.join(row.job_id for row in rows)}")
+
+
+def _wide_console() -> Console:
+    # Piped output has no terminal width: do not squeeze the table into 80 columns.
+    return Console(width=200)
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def render_status(rows) -> Group | Text:
+    """A rich table of job statuses, plus the reason and stderr tail of each failed job.
+
+    Columns: job id, architecture, (seed), SLURM state, node, elapsed, epoch/total, best val
+    Dice, val pixel accuracy, peak memory (GiB), seconds per epoch.
+    """
+    from steelseg_hpc.launch.status import PROBLEM_STATES
+
+    if not rows:
+        return Text("no jobs recorded yet")
+    table = Table(title=f"experiment {rows[0].experiment}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    with_seed = len({row.seed for row in rows}) > 1  # one seed: the column says nothing
+    headers = ["job", "arch"] + (["seed"] if with_seed else []) + [
+        "state", "node", "elapsed", "epoch", "val Dice", "pix acc", "peak mem", "s/epoch"]
+    for header in headers:
+        # Narrow terminals squeeze the metric columns, never the names that identify a job.
+        table.add_column(header, justify="left" if header in ("arch", "state", "node") else "right",
+                         no_wrap=header in ("job", "arch", "state", "elapsed"))
+    colours = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow"}
+    for row in rows:
+        epoch = "-" if row.epoch is None else f"{row.epoch}/{row.epochs_total or '?'}"
+        state = Text(row.state, style=colours.get(row.state, "red" if row.state in PROBLEM_STATES else ""))
+        memory = None if row.peak_memory_mb is None else row.peak_memory_mb / 1024
+        cells = [row.job_id, row.arch] + ([str(row.seed)] if with_seed else []) + [
+            state, row.node or "-", row.elapsed or "-", epoch, _fmt(row.best_val_dice, ".4f"),
+            _fmt(row.pixel_accuracy, ".4f"), _fmt(memory, ".2f", "G"), _fmt(row.epoch_seconds, ".1f")]
+        table.add_row(*cells)
+    parts: list = [table]
+    for row in rows:
+        if row.state in PROBLEM_STATES:
+            parts.append(Text(f"{row.job_id} {row.arch} {row.state}: {row.reason or 'no reason given'}",
+                              style="bold red"))
+            parts.extend(Text("    " + line, style="dim") for line in row.stderr_tail)
+    return Group(*parts)
+
+
+def _watch(experiment, index, interval: float) -> None:
+    from rich.live import Live
+
+    from steelseg_hpc.launch import collect_status
+    from steelseg_hpc.launch.slurm import TERMINAL_STATES
+
+    out = console if console.is_terminal else _wide_console()
+    with Live(console=out, auto_refresh=False) as live:
+        while True:
+            rows = collect_status(experiment, index)
+            live.update(render_status(rows), refresh=True)
+            if rows and all(row.state in TERMINAL_STATES for row in rows):
+                return
+            time.sleep(interval)

@@ -1,0 +1,151 @@
+"""The experiment index: which jobs an experiment submitted, and where each one writes.
+
+A small SQLite file, written only by the process that submits (``steelseg-hpc launch``) and read
+by ``status``, ``logs`` and ``cancel`` from any shell. Jobs never write to it: what they did is
+read from SLURM and from their run directories. The file is ``$STEELSEG_INDEX`` if set, else
+``~/.local/share/steelseg-hpc/index.sqlite`` (on a cluster, home is shared by all login nodes).
+
+Example:
+    >>> import tempfile, os
+    >>> index = ExperimentIndex(os.path.join(tempfile.mkdtemp(), "index.sqlite"))
+    >>> index.record_experiment("smoke", "/runs/smoke", None, None, "slurm")
+    >>> index.record_job(JobRow("12_0", "smoke", "unet3plus", 0, "/runs/a", "slurm", "o", "e", 2))
+    >>> [row.arch for row in index.jobs("smoke")]
+    ['unet3plus']
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from steelseg_hpc.errors import LaunchError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, folder TEXT NOT NULL, experiment_file TEXT, profile_file TEXT,
+    executor TEXT NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL, experiment TEXT NOT NULL, arch TEXT NOT NULL, seed INTEGER NOT NULL,
+    run_dir TEXT NOT NULL, executor TEXT NOT NULL, stdout TEXT NOT NULL, stderr TEXT NOT NULL,
+    epochs_total INTEGER, submitted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_experiment ON jobs (experiment);
+CREATE INDEX IF NOT EXISTS jobs_by_job_id ON jobs (job_id);
+"""
+
+
+def default_index_path() -> Path:
+    """``$STEELSEG_INDEX``, else ``~/.local/share/steelseg-hpc/index.sqlite``."""
+    env = os.environ.get("STEELSEG_INDEX")
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "share" / "steelseg-hpc" / "index.sqlite"
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One submitted job as recorded at submission."""
+
+    job_id: str
+    experiment: str
+    arch: str
+    seed: int
+    run_dir: str
+    executor: str
+    stdout: str
+    stderr: str
+    epochs_total: int | None = None
+    submitted_at: float = 0.0
+
+
+_COLUMNS = [f.name for f in fields(JobRow)]
+
+
+class ExperimentIndex:
+    """Read and write the index at ``path`` (created on first write)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_index_path()
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise LaunchError(f"no experiment index at {self.path}: nothing was launched yet "
+                              "(or set STEELSEG_INDEX to the index the launch used)")
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.row_factory = sqlite3.Row
+        if write:
+            conn.executescript(_SCHEMA)
+        return conn
+
+    def record_experiment(self, name: str, folder: Path, experiment_file: str | None,
+                          profile_file: str | None, executor: str) -> None:
+        """Create or update an experiment's entry."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO experiments VALUES (?, ?, ?, ?, ?, ?)",
+                (name, str(folder), experiment_file, profile_file, executor, time.time()),
+            )
+
+    def record_job(self, row: JobRow) -> None:
+        """Append one submitted job."""
+        if not row.submitted_at:
+            row = JobRow(*astuple(row)[:-1], submitted_at=time.time())
+        with self._connect(write=True) as conn:
+            conn.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                astuple(row),
+            )
+
+    def experiments(self) -> list[str]:
+        """Experiment names, most recently launched first."""
+        with self._connect(write=False) as conn:
+            rows = conn.execute("SELECT name FROM experiments ORDER BY updated_at DESC").fetchall()
+        return [row["name"] for row in rows]
+
+    def jobs(self, experiment: str | None = None, latest_only: bool = True) -> list[JobRow]:
+        """Jobs of one experiment (or all), in submission order.
+
+        Args:
+            latest_only: keep only the newest job per run directory (a relaunch resumes the
+                same run, so older jobs for it are history).
+        """
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+        args: tuple = ()
+        if experiment is not None:
+            query, args = query + " WHERE experiment = ?", (experiment,)
+        with self._connect(write=False) as conn:
+            if experiment is not None and not conn.execute(
+                "SELECT 1 FROM experiments WHERE name = ?", (experiment,)
+            ).fetchone():
+                known = ", ".join(self.experiments()) or "none"
+                raise LaunchError(f"unknown experiment {experiment!r} in {self.path} (known: {known})")
+            rows = [JobRow(**dict(row)) for row in conn.execute(query + " ORDER BY id", args)]
+        if latest_only:
+            newest = {row.run_dir: row for row in rows}
+            rows = [row for row in rows if newest[row.run_dir] is row]
+        return rows
+
+    def find_job(self, job_id: str) -> JobRow:
+        """The newest job recorded under ``job_id``."""
+        with self._connect(write=False) as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE job_id = ? ORDER BY id DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            raise LaunchError(f"job {job_id!r} is not in the experiment index {self.path}")
+        return JobRow(**dict(row))
+
+    def is_experiment(self, name: str) -> bool:
+        """True when ``name`` names a recorded experiment."""
+        try:
+            return name in self.experiments()
+        except LaunchError:
+            return False

@@ -1,0 +1,198 @@
+"""What every job of an experiment is doing: SLURM's state joined with its run directory.
+
+The index says which jobs exist; SLURM (squeue/sacct) says their state, node and elapsed time;
+the run directory's ``metrics.jsonl`` and ``final.json`` say how far training got and how well.
+Local-executor jobs have no scheduler: their state comes from the process and submitit's result.
+
+Example:
+    >>> rows = collect_status("smoke")  # doctest: +SKIP
+    >>> rows[0].state, rows[0].epoch, rows[0].best_val_dice  # doctest: +SKIP
+    ('COMPLETED', 2, 0.41)
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steelseg_hpc.launch import slurm
+from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+
+#: States for which ``status`` shows why and the tail of stderr.
+PROBLEM_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                            "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
+
+
+@dataclass
+class JobStatus:
+    """One row of ``steelseg-hpc status`` (``--json`` prints these as dicts)."""
+
+    job_id: str
+    experiment: str
+    arch: str
+    seed: int
+    state: str
+    run_dir: str
+    node: str = ""
+    elapsed: str = ""
+    epoch: int | None = None
+    epochs_total: int | None = None
+    best_val_dice: float | None = None
+    pixel_accuracy: float | None = None
+    peak_memory_mb: float | None = None
+    epoch_seconds: float | None = None
+    reason: str = ""
+    exit_code: str = ""
+    stderr_tail: list[str] = field(default_factory=list)
+    stdout: str = ""
+    stderr: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pick(record: dict[str, Any], *names: str) -> Any:
+    """The first of ``names`` present in ``record``; ``a.b`` looks into nested dicts."""
+    for name in names:
+        value: Any = record
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` records (a torn last line, mid-write, is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_final(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``final.json`` (written when the run completes), or ``None``."""
+    try:
+        return json.loads((Path(run_dir) / "final.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _fill_metrics(status: JobStatus) -> None:
+    records = read_metrics(status.run_dir)
+    final = read_final(status.run_dir) or {}
+    if records:
+        last = records[-1]
+        status.epoch = _pick(last, "epoch")
+        dices = [d for d in (_pick(r, "val_dice", "val.dice_macro", "val_dice_macro") for r in records)
+                 if isinstance(d, (int, float))]
+        status.best_val_dice = max(dices) if dices else None
+        status.pixel_accuracy = _pick(last, "val_pixel_accuracy", "val.pixel_accuracy")
+        status.peak_memory_mb = _pick(last, "peak_memory_mb", "peak_mem_mb")
+        status.epoch_seconds = _pick(last, "epoch_seconds", "epoch_time_s")
+    best = _pick(final, "best_val_dice", "best.val_dice")
+    if isinstance(best, (int, float)):
+        status.best_val_dice = best
+    if status.epochs_total is None:
+        status.epochs_total = _pick(final, "epochs")
+
+
+def tail(path: str | Path, lines: int = 8) -> list[str]:
+    """The last ``lines`` non-empty lines of a text file (``[]`` if it does not exist)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return kept[-lines:]
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$")
+
+
+def failure_reason(stderr_path: str | Path) -> str:
+    """Why a job failed, from its stderr: the job's own error line, else the last exception."""
+    from steelseg_hpc.launch.job import ERROR_MARKER
+
+    lines = tail(stderr_path, lines=400)
+    for line in reversed(lines):
+        if line.startswith(ERROR_MARKER):
+            return line[len(ERROR_MARKER):].strip()
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line.strip())
+        if match:
+            return match.group(1)
+    return lines[-1] if lines else ""
+
+
+def _local_state(row: JobRow) -> tuple[str, str]:
+    """State and reason of a local-executor job, from its process and submitit's result."""
+    result = Path(row.stdout).parent / f"{row.job_id}_0_result.pkl"
+    if result.exists():
+        try:
+            with open(result, "rb") as handle:
+                outcome, payload = pickle.load(handle)
+        except Exception:  # a half-written pickle: the job is just finishing
+            return "COMPLETING", ""
+        if outcome == "success":
+            return "COMPLETED", ""
+        return "FAILED", str(payload).strip().splitlines()[-1] if payload else ""
+    try:
+        os.kill(int(row.job_id), 0)
+        return "RUNNING", ""
+    except (ValueError, ProcessLookupError):
+        return "FAILED", "process gone without a result"
+    except PermissionError:
+        return "RUNNING", ""
+
+
+def collect_status(experiment: str | None = None, index: ExperimentIndex | None = None
+                   ) -> list[JobStatus]:
+    """Status of every job of ``experiment`` (default: the most recently launched one).
+
+    Raises:
+        LaunchError: no index yet, or an unknown experiment name.
+    """
+    index = index or ExperimentIndex()
+    if experiment is None:
+        names = index.experiments()
+        if not names:
+            return []
+        experiment = names[0]
+    rows = index.jobs(experiment)
+    slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
+    records = slurm.query_jobs(slurm_ids) if slurm_ids else {}
+    result = []
+    for row in rows:
+        status = JobStatus(job_id=row.job_id, experiment=row.experiment, arch=row.arch,
+                           seed=row.seed, state="UNKNOWN", run_dir=row.run_dir,
+                           epochs_total=row.epochs_total, stdout=row.stdout, stderr=row.stderr)
+        if row.executor == "slurm":
+            record = records.get(row.job_id)
+            if record is not None:
+                status.state, status.node, status.elapsed = record.state, record.node, record.elapsed
+                status.reason, status.exit_code = record.reason, record.exit_code
+        else:
+            status.state, status.reason = _local_state(row)
+            status.node = "local"
+        _fill_metrics(status)
+        if status.state in PROBLEM_STATES:
+            status.stderr_tail = tail(row.stderr)
+            status.reason = failure_reason(row.stderr) or status.reason
+        result.append(status)
+    return result

@@ -1,0 +1,131 @@
+"""Launch an experiment: validate, submit one training job per architecture × seed, index them.
+
+Example:
+    >>> jobs = launch_experiment("launch/experiments/smoke.toml", "launch/local-cluster.toml",
+    ...                          overrides=["store=demo/store.zarr"])  # doctest: +SKIP
+    >>> [(job.arch, job.job_id) for job in jobs]  # doctest: +SKIP
+    [('unet3plus', '41_0'), ('elunet', '41_1')]
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.launch import slurm
+from steelseg_hpc.launch.config import ClusterProfile, Experiment, load_experiment, load_profile
+from steelseg_hpc.launch.executor import Executor
+from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+from steelseg_hpc.launch.job import TrainingJob
+from steelseg_hpc.launch.validate import check_experiment, check_profile
+
+log = logging.getLogger(__name__)
+
+
+def _absolute(experiment: Experiment) -> Experiment:
+    # Jobs may start in another working directory: pin every path now.
+    update = {"store": experiment.store.absolute(), "runs_root": experiment.runs_root.absolute()}
+    if experiment.run_config is not None:
+        update["run_config"] = experiment.run_config.absolute()
+    return experiment.model_copy(update=update)
+
+
+def _epochs_total(job: TrainingJob) -> int | None:
+    config = job.load_config()
+    for path in (("epochs",), ("train", "epochs"), ("schedule", "epochs"), ("optim", "epochs")):
+        value = config
+        for part in path:
+            value = getattr(value, part, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) -> None:
+    """Two live jobs writing one run directory would corrupt it."""
+    if not index.path.exists() or not index.is_experiment(experiment.name):
+        return
+    previous = index.jobs(experiment.name)
+    slurm_ids = [row.job_id for row in previous if row.executor == "slurm"]
+    states = slurm.query_jobs(slurm_ids) if slurm_ids and slurm.slurm_available() else {}
+    for row in previous:
+        if row.executor == "slurm":
+            record = states.get(row.job_id)
+            active = record is not None and record.state not in slurm.TERMINAL_STATES
+        else:
+            active = _pid_alive(row.job_id)
+        if active:
+            raise LaunchError(f"{row.arch} seed {row.seed} is still in job {row.job_id} "
+                              f"({row.run_dir}); wait for it or: steelseg-hpc cancel {experiment.name}")
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def submit_experiment(
+    experiment: Experiment,
+    profile: ClusterProfile,
+    index: ExperimentIndex | None = None,
+    experiment_file: str | None = None,
+    profile_file: str | None = None,
+) -> list[JobRow]:
+    """Validate and submit ``experiment`` with ``profile``; record the jobs in ``index``.
+
+    Returns:
+        One row per job, in the experiment's (architecture, seed) order.
+
+    Raises:
+        LaunchError, ConfigError: the submission would fail; nothing was submitted.
+    """
+    index = index or ExperimentIndex()
+    experiment = _absolute(experiment)
+    check_profile(profile)
+    check_experiment(experiment)
+    _refuse_active_duplicates(index, experiment)
+
+    runs = experiment.runs()
+    jobs = [TrainingJob(run.arch, run.seed, experiment.store, experiment.run_config,
+                        run.overrides, run.run_dir) for run in runs]
+    executor = Executor(profile, experiment.folder() / "jobs", job_name=experiment.name)
+    submitted = executor.submit_array(jobs)
+
+    index.record_experiment(experiment.name, experiment.folder(), experiment_file, profile_file,
+                            profile.executor)
+    rows = []
+    for run, job, handle in zip(runs, jobs, submitted):
+        row = JobRow(
+            job_id=str(handle.job_id), experiment=experiment.name, arch=run.arch, seed=run.seed,
+            run_dir=str(run.run_dir), executor=profile.executor, stdout=str(handle.paths.stdout),
+            stderr=str(handle.paths.stderr), epochs_total=_epochs_total(job),
+        )
+        index.record_job(row)
+        rows.append(row)
+        log.info("submitted %s as job %s", job.describe(), row.job_id)
+    return rows
+
+
+def launch_experiment(
+    experiment_path: str | Path,
+    profile_path: str | Path,
+    overrides: list[str] | None = None,
+    profile_overrides: list[str] | None = None,
+    index: ExperimentIndex | None = None,
+) -> list[JobRow]:
+    """Load an experiment and a profile from TOML (with overrides) and submit it.
+
+    Args:
+        overrides: ``KEY=VALUE`` overrides of the experiment (``store=...``, ``seeds=[0,1]``).
+        profile_overrides: ``KEY=VALUE`` overrides of the profile (``time_min=5``).
+    """
+    experiment = load_experiment(experiment_path, overrides)
+    profile = load_profile(profile_path, profile_overrides)
+    return submit_experiment(experiment, profile, index, str(Path(experiment_path).absolute()),
+                             str(Path(profile_path).absolute()))

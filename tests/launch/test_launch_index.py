@@ -1,0 +1,60 @@
+"""The experiment index and the status readers, without any cluster."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+from steelseg_hpc.launch.slurm import parse_gpu_count
+from steelseg_hpc.launch.status import read_metrics, tail
+
+
+def _row(job_id: str, run_dir: str, experiment: str = "e", arch: str = "unet3plus") -> JobRow:
+    return JobRow(job_id, experiment, arch, 0, run_dir, "slurm", "out", "err", 2)
+
+
+def test_index_records_and_keeps_the_latest_job_per_run(tmp_path):
+    index = ExperimentIndex(tmp_path / "i.sqlite")
+    index.record_experiment("e", tmp_path, "exp.toml", "p.toml", "slurm")
+    index.record_job(_row("1_0", "/r/a"))
+    index.record_job(_row("1_1", "/r/b", arch="elunet"))
+    index.record_job(_row("2", "/r/a"))  # a relaunch resumes run a
+    assert [r.job_id for r in index.jobs("e")] == ["1_1", "2"]
+    assert [r.job_id for r in index.jobs("e", latest_only=False)] == ["1_0", "1_1", "2"]
+    assert index.find_job("1_1").arch == "elunet"
+    assert index.experiments() == ["e"]
+
+
+def test_index_errors_are_launch_errors(tmp_path):
+    index = ExperimentIndex(tmp_path / "none.sqlite")
+    with pytest.raises(LaunchError, match="no experiment index"):
+        index.jobs("e")
+    index.record_experiment("e", tmp_path, None, None, "local")
+    with pytest.raises(LaunchError, match="job '9' is not in the experiment index"):
+        index.find_job("9")
+
+
+def test_index_path_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEELSEG_INDEX", str(tmp_path / "x.sqlite"))
+    assert ExperimentIndex().path == tmp_path / "x.sqlite"
+
+
+def test_metrics_reader_skips_a_torn_last_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n{\"epoch\": 2, \"val")
+    assert read_metrics(tmp_path) == [{"epoch": 1}]
+    assert read_metrics(tmp_path / "nothing") == []
+
+
+def test_tail_of_a_log(tmp_path):
+    log = tmp_path / "err"
+    log.write_text("\n".join(f"line {i}" for i in range(100)) + "\n\n")
+    assert tail(log, 3) == ["line 97", "line 98", "line 99"]
+    assert tail(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("gres, gpus", [("gpu:2", 2), ("gpu:h100:8(S:0-1)", 8), ("(null)", 0),
+                                        ("gpu:a100:2,gpu:v100:1", 3), ("mps:100", 0)])
+def test_gpu_count_from_gres(gres, gpus):
+    assert parse_gpu_count(gres) == gpus

@@ -1,0 +1,128 @@
+"""End to end on the real local SLURM: arrays, requeue after USR2, cancel, failures, 2 tasks.
+
+Every job here is a real ``sbatch`` of the real training engine on the ``tiny_store``; nothing is
+mocked. The module shares one completed smoke array (two architectures) between tests.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
+from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.launch import cancel, job_logs, submit_experiment
+from steelseg_hpc.launch.status import read_metrics
+
+from .conftest import (
+    SMOKE,
+    cluster_profile,
+    sacct_states,
+    tiny_experiment,
+    wait_for_jobs,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def smoke_array(slurm_cluster, tiny_store, tmp_path_factory):
+    """The shipped smoke experiment launched through the CLI as one array, run to the end."""
+    folder = tmp_path_factory.mktemp("smoke")
+    index_path = folder / "index.sqlite"
+    runner = CliRunner()
+    env = {"STEELSEG_INDEX": str(index_path)}
+    result = runner.invoke(main, ["launch", str(SMOKE), "--profile", "launch/local-cluster.toml",
+                                  "--set", f"store={tiny_store}", "--set", f"runs_root={folder}"],
+                           env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from steelseg_hpc.launch.index import ExperimentIndex
+
+    index = ExperimentIndex(index_path)
+    wait_for_jobs("smoke", index, timeout=300)
+    # sacct rows appear about a second after the job ends: status --json must then say COMPLETED.
+    status = runner.invoke(main, ["status", "smoke", "--json"], env=env, catch_exceptions=False)
+    assert status.exit_code == 0, status.output
+    return {"index": index, "env": env, "rows": json.loads(status.output), "runner": runner}
+
+
+def test_array_of_two_trainings_completes_with_metrics(smoke_array):
+    rows = smoke_array["rows"]
+    assert [row["arch"] for row in rows] == ["unet3plus", "elunet"]
+    array_ids = {row["job_id"].split("_")[0] for row in rows}
+    assert len(array_ids) == 1 and all("_" in row["job_id"] for row in rows)  # one SLURM array
+    for row in rows:
+        assert row["state"] == "COMPLETED", row
+        assert row["epoch"] == 2 and row["epochs_total"] == 2
+        assert 0.0 <= row["best_val_dice"] <= 1.0 and row["pixel_accuracy"] is not None
+        assert row["node"] and row["peak_memory_mb"] > 0
+        final = json.loads((Path(row["run_dir"]) / "final.json").read_text())
+        assert final["epochs_completed"] == 2 and final["stopped"] == "completed"
+
+
+def test_status_table_and_logs(smoke_array):
+    runner, env = smoke_array["runner"], smoke_array["env"]
+    table = runner.invoke(main, ["status"], env=env, catch_exceptions=False)
+    assert table.exit_code == 0 and "COMPLETED" in table.output and "unet3plus" in table.output
+    job_id = smoke_array["rows"][0]["job_id"]
+    logs = runner.invoke(main, ["logs", job_id], env=env, catch_exceptions=False)
+    assert logs.exit_code == 0 and "unet3plus seed 0" in logs.output
+
+
+def test_usr2_requeues_and_resumes_to_the_same_result(smoke_array, tiny_store, tmp_path, index):
+    exp = tiny_experiment("requeue", tiny_store, tmp_path)
+    (row,) = submit_experiment(exp, cluster_profile(), index)
+    metrics = tmp_path / "requeue" / "unet3plus-s0" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while not (metrics.exists() and metrics.read_text().strip()):  # epoch 1 is checkpointed
+        assert time.monotonic() < deadline, job_logs(row.job_id, index, lines=20)["stderr"]
+        time.sleep(0.05)
+    cancel("requeue", index, signal_name="USR2")  # what SLURM sends on preemption / time limit
+    (status,) = wait_for_jobs("requeue", index, timeout=240)
+    assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
+    assert "REQUEUED" in sacct_states(row.job_id)
+    assert "requeueing" in job_logs(row.job_id, index)["stderr"]
+    epochs = [record["epoch"] for record in read_metrics(status.run_dir)]
+    assert epochs == [1, 2]
+    uninterrupted = next(r for r in smoke_array["rows"] if r["arch"] == "unet3plus")
+    reference = read_metrics(uninterrupted["run_dir"])
+    resumed = read_metrics(status.run_dir)
+    for key in ("train_loss", "val_dice", "val_pixel_accuracy"):
+        assert resumed[-1][key] == pytest.approx(reference[-1][key], rel=1e-3, abs=1e-4), key
+
+
+def test_cancel_stops_a_running_experiment(slurm_cluster, tiny_store, tmp_path, index):
+    exp = tiny_experiment("cancelme", tiny_store, tmp_path, extra=("epochs=500",))
+    submit_experiment(exp, cluster_profile(), index)
+    wait_for_jobs("cancelme", index, timeout=120, until=lambda rows: rows[0].state == "RUNNING")
+    with pytest.raises(LaunchError, match="still in job"):  # two jobs must not share a run dir
+        submit_experiment(exp, cluster_profile(), index)
+    result = CliRunner().invoke(main, ["cancel", "cancelme"], catch_exceptions=False)
+    assert result.exit_code == 0 and "cancelled 1 job" in result.output
+    (status,) = wait_for_jobs("cancelme", index, timeout=60)
+    assert status.state == "CANCELLED"
+
+
+def test_failing_job_shows_its_error(slurm_cluster, tiny_store, tmp_path, index):
+    # A split that does not exist passes every submit-time check and fails inside the job.
+    exp = tiny_experiment("broken", tiny_store, tmp_path, extra=("data.train_split=nosuchsplit",))
+    submit_experiment(exp, cluster_profile(), index)
+    (status,) = wait_for_jobs("broken", index, timeout=180)
+    assert status.state == "FAILED"
+    assert "nosuchsplit" in status.reason, (status.reason, status.stderr_tail)
+    table = CliRunner().invoke(main, ["status", "broken"], catch_exceptions=False)
+    assert "FAILED" in table.output and "nosuchsplit" in table.output
+
+
+def test_two_task_job_trains_with_world_size_two(slurm_cluster, tiny_store, tmp_path, index):
+    exp = tiny_experiment("ddp", tiny_store, tmp_path, extra=("epochs=1",))
+    (row,) = submit_experiment(exp, cluster_profile(gpus_per_node=2), index)
+    (status,) = wait_for_jobs("ddp", index, timeout=240)
+    assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
+    (record,) = read_metrics(status.run_dir)
+    assert record["world_size"] == 2
+    stdout = job_logs(row.job_id, index)["stdout"]
+    assert "rank 0/2" in stdout

@@ -1,0 +1,33 @@
+"""``steelseg-hpc models``: a thin command over profiling.profile_zoo."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
+
+TINY = ["--tile", "32", "--batch", "1", "--base-channels", "4"]
+
+
+def test_json_lists_params_gflops_and_memory():
+    result = CliRunner().invoke(main, ["models", "--json", *TINY, "--arch", "unet3plus",
+                                       "--arch", "elunet-enhanced-glu"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert [row["name"] for row in payload["archs"]] == ["unet3plus", "elunet-enhanced-glu"]
+    for row in payload["archs"]:
+        assert row["params"] > 0 and row["gflops"] > 0 and row["peak_bytes"] > 0
+    assert payload["tile"] == 32 and payload["batch"] == 1
+
+
+def test_table_names_every_requested_architecture():
+    result = CliRunner().invoke(main, ["models", *TINY, "--arch", "elunet"])
+    assert result.exit_code == 0, result.output
+    assert "elunet" in result.output and "GFLOPs" in result.output
+
+
+def test_unknown_architecture_is_a_one_line_error():
+    result = CliRunner().invoke(main, ["models", *TINY, "--arch", "resnet-nope"])
+    assert result.exit_code == 2
+    assert "unknown architecture" in result.output

@@ -1,0 +1,61 @@
+"""CLI commands ``train`` and ``evaluate`` (registered on the root group)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from steelseg_hpc.cli._app import console, main
+
+
+@main.command()
+@click.option("--arch", help="Architecture name (see `steelseg-hpc models list`).")
+@click.option("--store", type=click.Path(path_type=Path), help="Prepared Zarr store.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Run config TOML.")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Run directory (default runs/ARCH).")
+@click.option("--epochs", type=int, help="Number of epochs.")
+@click.option("--batch-size", type=int, help="Micro-batch size per rank.")
+@click.option("--lr", type=float, help="Peak learning rate (AdamW).")
+@click.option("--zero-stage", type=click.IntRange(0, 3), help="DeepSpeed ZeRO stage.")
+@click.option("--precision", type=click.Choice(["bf16", "fp32"]), help="Compute precision.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any run config field, e.g. --set model.base_channels=8 (repeatable).")
+def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage, precision, overrides) -> None:
+    """Train (or resume) one run with DeepSpeed; under torchrun/srun every rank runs this."""
+    from steelseg_hpc.training import load_run_config
+    from steelseg_hpc.training import train as run_training
+
+    config = load_run_config(config_path, list(overrides), arch=arch, store=store, epochs=epochs,
+                             batch_size=batch_size, lr=lr, zero_stage=zero_stage, precision=precision)
+    summary = run_training(config, run_dir or Path("runs") / config.model.name)
+    if os.environ.get("RANK", "0") == "0" and summary.get("best_val_dice") is not None:
+        console.print(f"[bold green]done[/] {summary['run_dir']}: {summary['stopped']} after "
+                      f"{summary['epochs_completed']} epochs; best val Dice {summary['best_val_dice']:.4f} "
+                      f"(epoch {summary['best_epoch']})", highlight=False)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True, help="Store split with whole images.")
+@click.option("--tta", is_flag=True, help="Average over flips (test-time augmentation).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, split, tta, as_json) -> None:
+    """Sliding-window evaluation of a run's best checkpoint on whole images."""
+    from rich.table import Table
+
+    from steelseg_hpc.training import evaluate_run
+
+    result = evaluate_run(run_dir, split=split, tta=tta)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{run_dir} · {split}{' · TTA' if tta else ''} · {result['checkpoint']}")
+    for column in ("image", "pixel acc.", "Dice", "mIoU"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    rows = [*result["per_image"], {"name": "[bold]overall", **result["overall"]}]
+    for row in rows:
+        table.add_row(row["name"], f"{row['pixel_accuracy']:.4f}", f"{row['dice_macro']:.4f}", f"{row['miou']:.4f}")
+    console.print(table)
+    console.print(f"overlays and metrics.json in {result['output_dir']}")

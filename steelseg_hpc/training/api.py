@@ -1,0 +1,213 @@
+"""The training API: ``train(config, run_dir)`` and ``evaluate_run(run_dir)``.
+
+``train`` runs or resumes one run in this process. Under ``torchrun`` or ``srun`` every rank calls
+it with the same arguments; a plain ``python`` process is a one-rank run.
+
+Example:
+    >>> from steelseg_hpc.training import load_run_config, train
+    >>> cfg = load_run_config(None, ["model.base_channels=4"], arch="unet3plus",
+    ...                       store="store.zarr", epochs=2)  # doctest: +SKIP
+    >>> summary = train(cfg, Path("runs/unet-tiny"))  # doctest: +SKIP
+    >>> summary["best_val_dice"]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from steelseg_hpc.errors import DataError, TrainingError
+from steelseg_hpc.io import atomic_write_json
+from steelseg_hpc.training.checkpoints import CheckpointManager
+from steelseg_hpc.training.config import RunConfig
+from steelseg_hpc.training.data_loading import build_loaders
+from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
+from steelseg_hpc.training.engine import build_engine, save_engine_checkpoint
+from steelseg_hpc.training.evaluate import evaluate_run
+from steelseg_hpc.training.loop import mean_across_ranks, train_one_epoch, validate
+from steelseg_hpc.training.noise_scale import GradientNoiseScale
+from steelseg_hpc.training.progress import EpochProgress
+from steelseg_hpc.training.run_dir import RunDir
+from steelseg_hpc.training.run_info import peak_memory_mb, reset_peak_memory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "evaluate_run"]
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _broadcast(value):
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _quiet_deepspeed() -> None:
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+
+
+def _noise_estimator(config: RunConfig, world_size: int) -> GradientNoiseScale | None:
+    small = config.micro_batch
+    big = config.micro_batch * config.grad_accumulation * world_size
+    if not config.noise_scale.enabled or big == small or config.zero_stage == 3:
+        if config.noise_scale.enabled:
+            log.info("gradient noise scale off: needs two batch sizes (grad_accumulation > 1 or several "
+                     "ranks) and ZeRO stage < 3")
+        return None
+    return GradientNoiseScale(small, big, config.noise_scale.ema_decay)
+
+
+def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
+            noise: GradientNoiseScale | None) -> dict:
+    tag = _broadcast(checkpoints.resume_tag() if env.is_main else None)
+    if tag is None:
+        return {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0}
+    load_path, client = engine.load_checkpoint(str(checkpoints.root), tag=tag)
+    if load_path is None:
+        raise TrainingError(f"{checkpoints.root / tag}: DeepSpeed could not load this checkpoint")
+    if noise is not None and client.get("noise_scale"):
+        noise.load_state_dict(client["noise_scale"])
+    if env.is_main:
+        run.truncate_metrics(client["epoch"])
+    log.info("resumed from checkpoint %s (epoch %d)", tag, client["epoch"])
+    # The loaded state also holds DeepSpeed's own keys, which must not be saved back as ours.
+    return {key: client[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+
+
+def train(config: RunConfig, run_dir: Path) -> dict:
+    """Train (or resume) one run; every rank of the job calls this.
+
+    Args:
+        config: The resolved run configuration (``data.store`` must name a prepared store).
+        run_dir: Where the config, logs, metrics and checkpoints go; rerunning with the same
+            directory resumes from its latest intact checkpoint.
+
+    Returns:
+        The summary also written to ``final.json``: epochs run, best epoch and val Dice, the last
+        metrics line and why the run stopped (``completed`` or ``patience``).
+
+    Raises:
+        ConfigError: the config differs from the one saved in ``run_dir``.
+        DataError: the store is missing or too small.
+        TrainingError: a non-finite loss, or an unloadable checkpoint.
+    """
+    from steelseg_hpc.data import open_store
+
+    if not config.data.store:
+        raise DataError("no store given: pass --store STORE.zarr or set data.store")
+    store = open_store(config.data.store)
+    run = RunDir(run_dir)
+    if run.check_config(config) and run.final_file.exists():
+        log.warning("%s: run already finished; returning its summary", run.path)
+        return RunDir.read_json(run.final_file)
+    _quiet_deepspeed()
+    env = setup_distributed()
+    device = device_for(env)
+    if env.is_main:
+        run.initialise(config, env.world_size)
+    _barrier()
+    package_logger = logging.getLogger("steelseg_hpc")
+    previous_level = package_logger.level
+    handler = run.attach_log() if env.is_main else None
+    try:
+        return _run(config, run, env, device, store)
+    except TrainingError as exc:
+        log.error("%s", exc)
+        raise
+    finally:
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(previous_level)
+            handler.close()
+
+
+def _metrics_row(config: RunConfig, engine, env: DistEnv, device: torch.device, epoch: int,
+                 stats: dict, noise: GradientNoiseScale | None, epoch_seconds: float) -> dict:
+    """One ``metrics.jsonl`` line (collective: every rank must call it)."""
+    estimates = noise.estimates() if noise is not None else None
+    # Each rank's small-batch norms differ, so the EMAs are averaged over ranks before dividing.
+    g2, trace = mean_across_ranks(list(estimates), device) if estimates else (None, None)
+    (peak,) = mean_across_ranks([peak_memory_mb()], device)
+    return {
+        "epoch": epoch, "step": engine.global_steps, **stats,
+        "lr": float(engine.get_lr()[0]),
+        "epoch_seconds": epoch_seconds,
+        "peak_memory_mb": peak,
+        "noise_scale_b_simple": trace / g2 if g2 and g2 > 0 else None,
+        "noise_scale_g2": g2, "noise_scale_trace": trace,
+        "world_size": env.world_size,
+        "global_batch": config.micro_batch * config.grad_accumulation * env.world_size,
+    }
+
+
+def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store) -> dict:
+    from steelseg_hpc.models.metrics import SegmentationMetrics
+
+    loaders = build_loaders(config, env.rank, env.world_size)
+    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch)
+    metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)
+    noise = _noise_estimator(config, env.world_size)
+    checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
+                                    is_main=env.is_main, barrier=_barrier)
+    state = _resume(engine, checkpoints, run, env, noise)
+    weights_meta = {"arch": config.model.name, "options": config.model.options(),
+                    "num_classes": store.num_classes, "class_names": store.class_names}
+    log.info("training %s on %s: %d rank(s), %d steps/epoch, ZeRO-%d, %s", config.model.name,
+             config.data.store, env.world_size, loaders.steps_per_epoch, config.zero_stage, config.precision)
+    stop_reason, last_row = "completed", None
+    with EpochProgress(enabled=config.progress and env.is_main) as progress:
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            torch.manual_seed(config.seed + 1000 * epoch + env.rank)
+            reset_peak_memory()
+            epoch_start = time.perf_counter()
+            stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress, env.world_size)
+            stats.update(validate(engine, loaders, metrics, device))
+            # Every rank must take the same best/patience decisions: rank 0's figures are the record.
+            stats = _broadcast(stats)
+            score = stats["val_dice"]
+            improved = score is not None and (state["best_score"] is None or score > state["best_score"])
+            if improved:
+                state.update(best_score=stats["val_dice"], best_epoch=epoch, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            client = {**state, "noise_scale": noise.state_dict() if noise else None}
+            checkpoints.save(epoch, stats["val_dice"], extra_meta={"val_dice": stats["val_dice"]},
+                             write_fn=lambda folder: save_engine_checkpoint(
+                                 engine, folder, client, weights_meta, env.is_main))
+            last_row = _metrics_row(config, engine, env, device, epoch, stats, noise,
+                                    time.perf_counter() - epoch_start)
+            if env.is_main:
+                run.append_metrics(last_row)
+            log.info("epoch %d: loss %.4f, val Dice %s, %.1f tiles/s, B_simple %s", epoch,
+                     stats["train_loss"], _fmt(stats["val_dice"]), stats["tiles_per_s"],
+                     _fmt(last_row["noise_scale_b_simple"], ".1f"))
+            if config.patience and state["bad_epochs"] >= config.patience:
+                stop_reason = "patience"
+                log.info("stopping: val Dice did not improve for %d epochs", config.patience)
+                break
+    summary = {
+        "run_dir": str(run.path), "stopped": stop_reason, "epochs_completed": state["epoch"],
+        "best_epoch": state["best_epoch"], "best_val_dice": state["best_score"],
+        "best_checkpoint": checkpoints.best_tag() if env.is_main else None,
+        "last": last_row if last_row is not None else (run.read_metrics() or [None])[-1],
+    }
+    if env.is_main:
+        atomic_write_json(run.final_file, summary)
+    _barrier()
+    return summary

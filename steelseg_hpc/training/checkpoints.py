@@ -1,0 +1,184 @@
+"""Checkpoint bookkeeping: atomic saves, ``latest`` / ``best`` pointers, pruning and fallback.
+
+Layout under ``RUN_DIR/checkpoints``::
+
+    latest              text file naming the newest complete checkpoint (replaced atomically)
+    best                text file naming the checkpoint with the best validation Dice
+    epoch0007/          DeepSpeed files of every rank + model.pt (fp32 weights) + meta.json
+    epoch0008.partial/  a save in progress (or one a crash interrupted; removed on the next save)
+
+A save writes into ``TAG.partial``, waits for every rank, records a manifest (size and SHA-256 of
+every file) in ``meta.json``, renames the folder to ``TAG`` and only then moves the ``latest``
+pointer. A crash at any point leaves the previous checkpoint usable, and on resume a checkpoint
+whose files no longer match their manifest is skipped in favour of the one before it.
+
+The DeepSpeed calls are injected (``write_fn``), so the logic here is testable without DeepSpeed.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> manager = CheckpointManager(root, keep=1)
+    >>> manager.save(1, 0.5, lambda folder: (folder / "w.bin").write_bytes(b"1"))
+    'epoch0001'
+    >>> manager.resume_tag(), manager.best_tag()
+    ('epoch0001', 'epoch0001')
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from steelseg_hpc.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+META_FILE = "meta.json"
+_TAG_RE = re.compile(r"^epoch(\d+)$")
+
+
+def tag_for_epoch(epoch: int) -> str:
+    return f"epoch{epoch:04d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, object]]:
+    return {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != META_FILE
+    }
+
+
+class CheckpointManager:
+    """Saves, finds and prunes the checkpoints of one run.
+
+    Args:
+        root: The ``checkpoints`` folder.
+        keep: How many of the newest checkpoints to keep (the best is kept in addition).
+        is_main: Whether this process is rank 0 (the only one that renames and prunes).
+        barrier: Called where every rank must have finished writing (``dist.barrier``).
+    """
+
+    def __init__(self, root: Path, keep: int = 2, is_main: bool = True,
+                 barrier: Callable[[], None] = lambda: None):
+        self.root, self.keep, self.is_main, self.barrier = Path(root), keep, is_main, barrier
+        if is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    # ----------------------------------------------------------------------------- reading
+    def _pointer(self, name: str) -> str | None:
+        try:
+            tag = (self.root / name).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return tag if _TAG_RE.match(tag) else None
+
+    def best_tag(self) -> str | None:
+        return self._pointer("best")
+
+    def latest_tag(self) -> str | None:
+        return self._pointer("latest")
+
+    def meta(self, tag: str) -> dict | None:
+        try:
+            return json.loads((self.root / tag / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def complete_tags(self) -> list[str]:
+        """Tags with a ``meta.json``, newest epoch first."""
+        tags = [p.name for p in self.root.glob("epoch*") if _TAG_RE.match(p.name) and (p / META_FILE).exists()]
+        return sorted(tags, key=lambda t: int(_TAG_RE.match(t).group(1)), reverse=True)
+
+    def verify(self, tag: str) -> bool:
+        """Whether every file of ``tag`` still matches the manifest written when it was saved."""
+        meta = self.meta(tag)
+        if meta is None or "files" not in meta:
+            return False
+        try:
+            return _manifest(self.root / tag) == meta["files"]
+        except OSError:
+            return False
+
+    def resume_tag(self) -> str | None:
+        """The checkpoint to resume from: ``latest`` if intact, else the newest intact one."""
+        candidates = self.complete_tags()
+        latest = self.latest_tag()
+        if latest in candidates:
+            candidates.remove(latest)
+            candidates.insert(0, latest)
+        elif latest is not None:
+            log.warning("checkpoint pointer 'latest' names %s, which is incomplete", latest)
+        for tag in candidates:
+            if self.verify(tag):
+                if tag != candidates[0] or (latest is not None and tag != latest):
+                    log.warning("falling back to checkpoint %s (newer ones are damaged)", tag)
+                return tag
+            log.warning("checkpoint %s is damaged (files differ from its manifest); skipping it", tag)
+        return None
+
+    # ----------------------------------------------------------------------------- writing
+    def save(self, epoch: int, score: float | None, write_fn: Callable[[Path], None],
+             extra_meta: dict | None = None) -> str:
+        """Write checkpoint ``epoch`` through ``write_fn(folder)`` on every rank, atomically.
+
+        Args:
+            epoch: Completed epochs (names the tag).
+            score: Validation Dice; the ``best`` pointer moves when it beats the best so far.
+            write_fn: Writes this rank's files into the (existing, empty) folder it is given.
+            extra_meta: More fields for ``meta.json``.
+
+        Returns:
+            The tag written.
+        """
+        tag = tag_for_epoch(epoch)
+        partial = self.root / (tag + PARTIAL_SUFFIX)
+        if self.is_main:
+            if partial.exists():
+                shutil.rmtree(partial)
+            partial.mkdir(parents=True)
+        self.barrier()
+        write_fn(partial)
+        self.barrier()
+        if self.is_main:
+            meta = {"epoch": epoch, "score": score, **(extra_meta or {}), "files": _manifest(partial)}
+            atomic_write_json(partial / META_FILE, meta)
+            final = self.root / tag
+            if final.exists():  # the same epoch trained again after a fallback
+                shutil.rmtree(final)
+            partial.rename(final)
+            atomic_write_text(self.root / "latest", tag + "\n")
+            if score is not None and self._is_better(score):
+                atomic_write_text(self.root / "best", tag + "\n")
+            self.prune()
+        self.barrier()
+        return tag
+
+    def _is_better(self, score: float) -> bool:
+        best = self.best_tag()
+        best_meta = self.meta(best) if best else None
+        if best_meta is None or best_meta.get("score") is None:
+            return True
+        return score > best_meta["score"]
+
+    def prune(self) -> None:
+        """Remove all but the ``keep`` newest complete checkpoints, the best one and ``latest``."""
+        protected = {self.best_tag(), self.latest_tag()} | set(self.complete_tags()[: self.keep])
+        for path in self.root.iterdir():
+            stale_partial = path.name.endswith(PARTIAL_SUFFIX)
+            stale_tag = _TAG_RE.match(path.name) and path.name not in protected
+            if path.is_dir() and (stale_partial or stale_tag):
+                shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,101 @@
+"""DataLoaders over the Zarr tile store for one rank: sharded, seeded, pinned and prefetched.
+
+Training uses ``DistributedSampler`` (shuffled with the run's seed, ``set_epoch`` each epoch, so a
+resumed run sees the same order) and drops the ragged last batch so every micro-batch has the same
+size (the noise-scale estimator relies on it). Validation gives each rank a strided shard with no
+padding, so no tile is counted twice in the metrics.
+
+Example:
+    >>> loaders = build_loaders(config, rank=0, world_size=1)  # doctest: +SKIP
+    >>> loaders.steps_per_epoch  # optimiser steps per epoch  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from steelseg_hpc.errors import DataError
+from steelseg_hpc.training.config import RunConfig
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: an unpadded, ordered shard for evaluation."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    train_sampler: DistributedSampler
+    val: DataLoader
+    steps_per_epoch: int  # optimiser steps per epoch
+    micro_batches_per_epoch: int  # per rank; a multiple of the accumulation steps
+
+
+def _loader_options(config: RunConfig, rank: int) -> dict:
+    workers = config.data.num_workers
+    options = {
+        "num_workers": workers,
+        "pin_memory": config.data.pin_memory and torch.cuda.is_available(),
+        "worker_init_fn": seed_worker,
+        "generator": torch.Generator().manual_seed(config.seed + rank),
+    }
+    if workers > 0:
+        options.update(prefetch_factor=config.data.prefetch_factor, persistent_workers=True)
+    return options
+
+
+def build_loaders(config: RunConfig, rank: int, world_size: int,
+                  train_set: Dataset | None = None, val_set: Dataset | None = None) -> Loaders:
+    """Training and validation loaders of this rank.
+
+    Args:
+        config: The run configuration (``data`` section, micro-batch, accumulation, seed).
+        rank: This process's rank.
+        world_size: Number of ranks.
+        train_set, val_set: Datasets to use instead of the store's (tests, benchmarks).
+
+    Raises:
+        DataError: too few training tiles for one optimiser step per rank.
+    """
+    from steelseg_hpc.data import TileDataset
+
+    if train_set is None:
+        train_set = TileDataset(config.data.store, config.data.train_split)
+    if val_set is None:
+        val_set = TileDataset(config.data.store, config.data.val_split)
+    if config.data.max_train_tiles:
+        train_set = Subset(train_set, range(min(config.data.max_train_tiles, len(train_set))))
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=config.seed, drop_last=True)
+    train = DataLoader(train_set, batch_size=config.micro_batch, sampler=sampler, drop_last=True,
+                       **_loader_options(config, rank))
+    steps = len(train) // config.grad_accumulation
+    if steps == 0:
+        need = config.micro_batch * config.grad_accumulation * world_size
+        raise DataError(
+            f"{len(train_set)} training tiles are too few for one optimiser step "
+            f"(micro_batch x grad_accumulation x ranks = {need}); lower micro_batch or grad_accumulation"
+        )
+    val = DataLoader(val_set, batch_size=config.eval.batch_size,
+                     sampler=ShardSampler(len(val_set), rank, world_size), **_loader_options(config, rank))
+    return Loaders(train, sampler, val, steps, steps * config.grad_accumulation)

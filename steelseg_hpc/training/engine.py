@@ -1,0 +1,133 @@
+"""Build the DeepSpeed engine for a run: model + loss in one module, ZeRO and precision from config.
+
+The loss is computed inside the module DeepSpeed wraps (:class:`TrainStep`), so DeepSpeed's
+forward covers it: autocast for bf16, and the parameter hooks of ZeRO-3. The loss itself always
+runs in fp32 with autocast off, whatever the model computed in.
+
+Example:
+    >>> engine, step = build_engine(config, env, num_classes=3, steps_per_epoch=10)  # doctest: +SKIP
+    >>> loss, logits = engine(images, masks)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.training.config import RunConfig
+from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
+from steelseg_hpc.training.distributed import DistEnv
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+
+
+def _as_fp32(logits: Any) -> Any:
+    if isinstance(logits, (list, tuple)):
+        return [item.float() for item in logits]
+    return logits.float()
+
+
+class TrainStep(nn.Module):
+    """``forward(images, masks) -> (loss, logits)`` for any model of the zoo.
+
+    Models that need the ground truth to build prompts (SAM box mode) provide
+    ``loss_and_logits(images, masks, loss_fn)``; for the others this is ``loss_fn(model(images))``.
+    With deep supervision the loss sees every output and the main one is returned as logits.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def fp32_loss(self, logits: Any, masks: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=masks.device.type, enabled=False):
+            return self.loss_fn(_as_fp32(logits), masks)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.model, "loss_and_logits"):
+            loss, logits = self.model.loss_and_logits(images, masks, self.fp32_loss)
+        else:
+            outputs = self.model(images)
+            loss = self.fp32_loss(outputs, masks)
+            logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        return loss.float(), logits.detach()
+
+
+def build_model_for_run(config: RunConfig, num_classes: int) -> nn.Module:
+    """The run's architecture with its options (seeded, so every rank starts identical)."""
+    from steelseg_hpc.models import build_model
+
+    torch.manual_seed(config.seed)
+    return build_model(config.model.name, in_channels=1, num_classes=num_classes, **config.model.options())
+
+
+def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
+    from steelseg_hpc.models.losses import SegmentationLoss
+
+    weights = config.loss_weights()
+    return SegmentationLoss(num_classes, focal_weight=weights.focal_weight,
+                            jaccard_weight=weights.jaccard_weight,
+                            msssim_weight=weights.msssim_weight, focal_gamma=weights.focal_gamma)
+
+
+def build_engine(config: RunConfig, env: DistEnv, num_classes: int, steps_per_epoch: int,
+                 device: torch.device | None = None):
+    """Create the DeepSpeed engine (model, AdamW, warm-up + cosine schedule, ZeRO, precision).
+
+    Returns:
+        ``(engine, train_step)``: ``engine`` wraps ``train_step`` (a :class:`TrainStep`).
+    """
+    import deepspeed
+
+    model = build_model_for_run(config, num_classes)
+    if config.sync_batchnorm and env.world_size > 1:
+        if not torch.cuda.is_available():
+            raise ConfigError("sync_batchnorm needs CUDA GPUs; set sync_batchnorm = false on the CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    step = TrainStep(model, build_loss(config, num_classes))
+    if device is not None:
+        step = step.to(device)
+    ds_config = build_deepspeed_config(config, env.world_size, steps_per_epoch)
+    trainable = [p for p in step.parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"model {config.model.name!r} has no trainable parameters")
+    engine, _, _, _ = deepspeed.initialize(model=step, model_parameters=trainable, config=ds_config)
+    return engine, step
+
+
+def model_state_dict(engine) -> dict[str, torch.Tensor]:
+    """Full fp32 weights of the wrapped model on every rank (gathered first under ZeRO-3)."""
+    model = engine.module.model
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_engine_checkpoint(engine, folder: Path, client_state: dict, weights_meta: dict,
+                           is_main: bool) -> None:
+    """Write DeepSpeed's state of every rank into ``folder`` and rank 0's ``model.pt`` beside it.
+
+    ``model.pt`` holds plain fp32 weights, so evaluation needs neither DeepSpeed nor the
+    number of ranks the run used.
+    """
+    folder = Path(folder)
+    engine.save_checkpoint(str(folder.parent), tag=folder.name, client_state=client_state,
+                           save_latest=False)
+    state = model_state_dict(engine)
+    if is_main:
+        torch.save({"state_dict": state, **weights_meta}, folder / WEIGHTS_FILE)
+
+
+def load_weights(path: Path) -> dict:
+    """Read a ``model.pt`` written by :func:`save_engine_checkpoint`."""
+    return torch.load(path, map_location="cpu", weights_only=False)

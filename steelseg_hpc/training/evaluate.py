@@ -1,0 +1,143 @@
+"""Evaluate a trained run on whole images: metrics per image and overall, confusion, overlays.
+
+The weights come from the run's best checkpoint (``model.pt``, plain fp32 weights, so neither
+DeepSpeed nor the original number of ranks is needed) and every whole image of the split is
+predicted with :func:`~steelseg_hpc.training.stitching.sliding_window_logits`. Results go to
+``RUN_DIR/eval/<split>[-tta]/``: ``metrics.json`` and PNG overlays (image | truth | prediction).
+
+Example:
+    >>> result = evaluate_run(Path("runs/unet"), split="test")  # doctest: +SKIP
+    >>> result["overall"]["pixel_accuracy"], result["overall"]["dice_macro"]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steelseg_hpc.errors import TrainingError
+from steelseg_hpc.io import atomic_write_bytes, atomic_write_json
+from steelseg_hpc.training.checkpoints import CheckpointManager
+from steelseg_hpc.training.config import load_saved_config
+from steelseg_hpc.training.engine import WEIGHTS_FILE, load_weights
+from steelseg_hpc.training.stitching import sliding_window_logits
+
+log = logging.getLogger(__name__)
+
+# Distinct colours for up to 10 classes (class index -> RGB).
+PALETTE = np.array([
+    [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+    [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60],
+], dtype=np.uint8)
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist() if value.ndim else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> bytes:
+    """One PNG: the grey image, the truth and the prediction side by side, classes coloured."""
+    import io
+
+    from PIL import Image
+
+    grey = np.repeat(image[..., None], 3, axis=2)
+    palette = PALETTE[np.arange(256) % len(PALETTE)]
+    panels = np.concatenate([grey, palette[truth], palette[prediction]], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(panels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _checkpoint_weights(run_dir: Path) -> tuple[str, dict]:
+    manager = CheckpointManager(run_dir / "checkpoints", is_main=False)
+    for tag in [manager.best_tag(), manager.resume_tag()]:
+        if tag and (manager.root / tag / WEIGHTS_FILE).exists():
+            return tag, load_weights(manager.root / tag / WEIGHTS_FILE)
+    raise TrainingError(f"{run_dir}: no checkpoint with weights; train the run first")
+
+
+def load_trained_model(run_dir: Path) -> tuple[torch.nn.Module, str, dict]:
+    """The run's model with its best weights, in eval mode: ``(model, tag, weights file dict)``."""
+    from steelseg_hpc.models import build_model
+
+    tag, saved = _checkpoint_weights(run_dir)
+    model = build_model(saved["arch"], in_channels=1, num_classes=saved["num_classes"], **saved["options"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), tag, saved
+
+
+def make_predictor(model: torch.nn.Module):
+    """``predict(tiles, masks) -> logits``: prompts from the truth for models that need it."""
+    zero_loss = lambda logits, masks: logits.new_zeros(())  # noqa: E731 - the loss is discarded
+
+    def predict(tiles: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        if hasattr(model, "loss_and_logits") and masks is not None:
+            return model.loss_and_logits(tiles, masks, zero_loss)[1]
+        out = model(tiles)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    return predict
+
+
+def evaluate_run(run_dir: Path, split: str = "test", tta: bool = False) -> dict:
+    """Sliding-window evaluation of a run's best checkpoint on a split's whole images.
+
+    Args:
+        run_dir: A run directory written by :func:`~steelseg_hpc.training.train`.
+        split: Store split whose whole images are evaluated.
+        tta: Average predictions over flips (also on when the run's ``eval.tta`` is set).
+
+    Returns:
+        ``{"split", "checkpoint", "tta", "class_names", "overall": {pixel_accuracy, dice_macro,
+        miou, dice_per_class, iou_per_class, confusion}, "per_image": [{name, ...}], "output_dir"}``.
+    """
+    from steelseg_hpc.data import WholeImages, open_store
+    from steelseg_hpc.models.metrics import SegmentationMetrics
+
+    run_dir = Path(run_dir)
+    config = load_saved_config(run_dir / "config.toml")
+    tta = tta or config.eval.tta
+    store = open_store(config.data.store)
+    model, tag, saved = load_trained_model(run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    predict = make_predictor(model)
+    out_dir = run_dir / "eval" / (f"{split}-tta" if tta else split)
+    overall = SegmentationMetrics(store.num_classes, store.class_names).to(device)
+    per_image_metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)
+    per_image = []
+    for index, (name, image, mask) in enumerate(WholeImages(config.data.store, split)):
+        truth = torch.from_numpy(mask.astype(np.int64)).to(device)
+        logits = sliding_window_logits(
+            torch.from_numpy(image.astype(np.float32) / 255.0), predict, tile=store.tile_size,
+            num_classes=store.num_classes, overlap=config.eval.overlap,
+            sigma_scale=config.eval.sigma_scale, batch_size=config.eval.batch_size,
+            mask=torch.from_numpy(mask.astype(np.int64)), tta=tta, device=device)
+        prediction = logits.argmax(dim=0)
+        overall.update(prediction[None], truth[None])
+        per_image_metrics.reset()
+        per_image_metrics.update(prediction[None], truth[None])
+        values = _plain(per_image_metrics.compute())
+        per_image.append({"name": name, **{k: v for k, v in values.items() if k not in ("confusion", "class_names")}})
+        if index < config.eval.overlays:
+            png = overlay_png(image, mask, prediction.cpu().numpy().astype(np.uint8))
+            safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # names may hold "group/stem"
+            atomic_write_bytes(out_dir / "overlays" / f"{index:04d}_{safe_name}.png", png)
+    if not per_image:
+        raise TrainingError(f"{config.data.store}: split '{split}' has no whole images to evaluate")
+    result = {
+        "split": split, "checkpoint": tag, "tta": tta, "class_names": store.class_names,
+        "overall": _plain(overall.compute()), "per_image": per_image, "output_dir": str(out_dir),
+    }
+    atomic_write_json(out_dir / "metrics.json", result)
+    return result

@@ -1,0 +1,136 @@
+"""One training epoch and one validation pass over a DeepSpeed engine.
+
+The epoch runs exactly ``micro_batches_per_epoch`` micro-batches (a multiple of the accumulation
+steps), so optimiser steps never straddle epochs and a resumed run replays the same steps. A
+non-finite loss on any rank stops every rank at the next optimiser-step boundary, before the
+update, with a :class:`~steelseg_hpc.errors.TrainingError`.
+
+Example:
+    >>> stats = train_one_epoch(engine, loaders, epoch=1, ...)  # doctest: +SKIP
+    >>> stats["train_loss"], stats["tiles_per_s"]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from steelseg_hpc.errors import TrainingError
+from steelseg_hpc.training.data_loading import Loaders
+from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm
+from steelseg_hpc.training.progress import EpochProgress
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = {"pixel_accuracy": "pixel_accuracy", "dice_macro": "dice", "miou": "miou"}
+
+
+def _to_device(batch, device: torch.device):
+    images, masks = batch
+    non_blocking = device.type == "cuda"
+    return images.to(device, non_blocking=non_blocking), masks.to(device, non_blocking=non_blocking)
+
+
+def summarise_metrics(values: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Pick pixel accuracy, macro Dice and mIoU from ``SegmentationMetrics.compute()``.
+
+    A figure is None when no class occurs at all (an empty split).
+    """
+    return {f"{prefix}_{short}": None if values.get(key) is None else float(values[key])
+            for key, short in METRIC_NAMES.items()}
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()
+
+
+def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch.device,
+                    noise: GradientNoiseScale | None, progress: EpochProgress,
+                    world_size: int) -> dict[str, float]:
+    """Train for one epoch; returns loss, train metrics, tiles/s and the step count."""
+    engine.train()
+    metrics.reset()
+    loaders.train_sampler.set_epoch(epoch)
+    accumulation = engine.gradient_accumulation_steps()
+    probe = MicroBatchGradProbe(engine.module.parameters()) if noise is not None else None
+    zero_stage = engine.zero_optimization_stage()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    micro_steps, bad_loss, small_norms = 0, False, []
+    progress.start_epoch(epoch, total=loaders.steps_per_epoch)
+    start = time.perf_counter()
+    try:
+        for batch in loaders.train:
+            if micro_steps >= loaders.micro_batches_per_epoch:
+                break
+            images, masks = _to_device(batch, device)
+            loss, logits = engine(images, masks)
+            loss_value = float(loss.detach())
+            bad_loss |= not torch.isfinite(loss.detach()).item()
+            engine.backward(loss)
+            if probe is not None:
+                small = probe.pop(loss_scale=1.0 / accumulation)
+                if small is not None:
+                    small_norms.append(small)
+            boundary = engine.is_gradient_accumulation_boundary()
+            if boundary and _any_rank(bad_loss, device):
+                raise TrainingError(
+                    f"non-finite training loss in epoch {epoch} (step {engine.global_steps + 1}); "
+                    "the run stopped before applying it and the best checkpoint is untouched. "
+                    "Lower optimizer.lr, enable grad_clip, or check the data"
+                )
+            big = grad_sq_norm(engine.module.parameters()) if boundary and zero_stage == 0 else None
+            engine.step()
+            loss_sum += loss_value
+            micro_steps += 1
+            metrics.update(logits.argmax(dim=1), masks)
+            if boundary:
+                if noise is not None and small_norms:
+                    if big is None and engine.get_global_grad_norm() is not None:
+                        big = float(engine.get_global_grad_norm()) ** 2
+                    if big is not None:
+                        noise.update(sum(small_norms) / len(small_norms), big)
+                    small_norms = []
+                progress.advance(loss_value)
+    finally:
+        if probe is not None:
+            probe.remove()
+    seconds = time.perf_counter() - start
+    (mean_loss,) = mean_across_ranks([float(loss_sum) / max(micro_steps, 1)], device)
+    result = {
+        "train_loss": mean_loss,
+        **summarise_metrics(metrics.compute(), "train"),
+        "train_seconds": seconds,
+        "tiles_per_s": micro_steps * engine.train_micro_batch_size_per_gpu() * world_size / seconds,
+    }
+    return result
+
+
+@torch.no_grad()
+def validate(engine, loaders: Loaders, metrics, device: torch.device) -> dict[str, float]:
+    """Loss and metrics on the validation tiles (every rank its shard; metrics synchronised)."""
+    engine.eval()
+    metrics.reset()
+    loss_sum, tiles = 0.0, 0
+    for batch in loaders.val:
+        images, masks = _to_device(batch, device)
+        loss, logits = engine(images, masks)
+        loss_sum += float(loss) * images.shape[0]
+        tiles += images.shape[0]
+        metrics.update(logits.argmax(dim=1), masks)
+    total_loss, total_tiles = mean_across_ranks([loss_sum, float(tiles)], device)
+    return {"val_loss": total_loss / max(total_tiles, 1.0), **summarise_metrics(metrics.compute(), "val")}

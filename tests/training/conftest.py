@@ -1,0 +1,16 @@
+"""Session fixture: one complete tiny UNet 3+ run that several training tests read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.training.helpers import TINY_UNET, run_cli
+
+
+@pytest.fixture(scope="session")
+def unet_run(tiny_store, tmp_path_factory) -> Path:
+    """One complete 3-epoch, one-process ZeRO-2 bf16 UNet 3+ run (shared by several tests)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "unet"
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET])
+    return run_dir

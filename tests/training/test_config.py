@@ -1,0 +1,51 @@
+"""Run config: defaults, file < flags < --set, model options checked, resume differences."""
+import pytest
+
+from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.training.config import config_differences, load_run_config, load_saved_config
+from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
+
+
+def test_priority_file_then_flags_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('epochs = 7\nmicro_batch = 3\n[model]\nname = "unet3plus"\nbase_channels = 8\n'
+                    '[optimizer]\nlr = 0.5\n')
+    cfg = load_run_config(path, ["model.base_channels=4", "optimizer.weight_decay=0.1"], epochs=2, lr=None)
+    assert cfg.epochs == 2 and cfg.micro_batch == 3 and cfg.optimizer.lr == 0.5
+    assert cfg.model.options() == {"base_channels": 4}
+    assert cfg.optimizer.weight_decay == 0.1
+
+
+@pytest.mark.parametrize("override", ["optimiser.lr=1", "epochz=3", "loss.sam.focal=1", "model.no_such_option=3"])
+def test_unknown_keys_are_errors(override):
+    with pytest.raises(ConfigError):
+        load_run_config(None, [override])
+
+
+def test_bad_values_are_errors():
+    with pytest.raises(ConfigError, match="zero_stage"):
+        load_run_config(None, [], zero_stage=4)
+    with pytest.raises(ConfigError, match="precision"):
+        load_run_config(None, ["precision=fp16"])
+
+
+def test_resolved_config_round_trips_and_reports_differences(tmp_path):
+    cfg = load_run_config(None, ["model.base_channels=4", "data.num_workers=0"], store="s.zarr")
+    (tmp_path / "config.toml").write_text(cfg.to_toml())
+    saved = load_saved_config(tmp_path / "config.toml")
+    assert saved == cfg
+    changed = load_run_config(None, ["model.base_channels=8", "data.num_workers=3"], store="s.zarr")
+    assert config_differences(saved, changed) == ["model.base_channels: 4 -> 8"]
+
+
+def test_deepspeed_config_uses_torch_autocast_not_bf16_section():
+    cfg = load_run_config(None, ["micro_batch=2", "grad_accumulation=3", "grad_clip=0.5"], zero_stage=2)
+    ds = build_deepspeed_config(cfg, world_size=2, steps_per_epoch=10)
+    assert ds["train_batch_size"] == 12
+    assert "bf16" not in ds and ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    assert ds["optimizer"]["params"]["torch_adam"] is True
+    assert ds["scheduler"]["params"]["total_num_steps"] == 10 * cfg.epochs
+    assert ds["scheduler"]["params"]["warmup_num_steps"] == 10
+    assert ds["gradient_clipping"] == 0.5
+    fp32 = build_deepspeed_config(load_run_config(None, [], precision="fp32"), 1, 5)
+    assert "torch_autocast" not in fp32 and "bf16" not in fp32

@@ -1,0 +1,32 @@
+"""Rank and rendezvous come from torchrun, SLURM, or default to a single process."""
+from steelseg_hpc.training.distributed import expand_nodelist, resolve_dist_env
+
+
+def test_torchrun_variables_win():
+    env = resolve_dist_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n1",
+                            "MASTER_PORT": "1234", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"})
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port) == (3, 4, 1, "n1", 1234)
+    assert env.launcher == "torchrun"
+
+
+def test_slurm_variables_and_master_from_node_list():
+    environ = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+               "SLURM_JOB_NODELIST": "gpu-a[003-004,010],gpu-b7", "SLURM_JOB_ID": "4242"}
+    env = resolve_dist_env(environ)
+    assert (env.rank, env.world_size, env.local_rank, env.launcher) == (5, 8, 1, "slurm")
+    assert env.master_addr == "gpu-a003"
+    assert env.master_port == resolve_dist_env(dict(environ, SLURM_PROCID="0")).master_port  # all tasks agree
+    assert env.as_environ()["RANK"] == "5"
+
+
+def test_single_process_gets_a_complete_environment():
+    env = resolve_dist_env({})
+    assert (env.rank, env.world_size, env.local_rank, env.launcher) == (0, 1, 0, "single")
+    assert set(env.as_environ()) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+    assert env.master_port > 0
+
+
+def test_expand_nodelist():
+    assert expand_nodelist("n1") == ["n1"]
+    assert expand_nodelist("n[1-3],m[08-09]") == ["n1", "n2", "n3", "m08", "m09"]
+    assert expand_nodelist("rack[1-2]-n[1-2]") == ["rack1-n1", "rack1-n2", "rack2-n1", "rack2-n2"]

@@ -1,0 +1,156 @@
+"""One-process DeepSpeed runs on the tiny store: run dir, metrics, resume, fallback, NaN stop."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
+from tests.training.helpers import CLI, TINY_UNET, read_metrics, run_cli, subprocess_env
+
+METRIC_FIELDS = {
+    "epoch", "step", "train_loss", "train_pixel_accuracy", "train_dice", "train_miou",
+    "val_pixel_accuracy", "val_dice", "val_miou", "lr", "tiles_per_s", "epoch_seconds",
+    "peak_memory_mb", "noise_scale_b_simple",
+}
+COMPARED = ("train_loss", "val_loss", "val_dice", "val_pixel_accuracy", "lr")
+
+
+def test_one_process_zero2_bf16_run_writes_everything(unet_run):
+    rows = read_metrics(unet_run)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert METRIC_FIELDS <= set(rows[0])
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["step"] == 9  # 12 tiles / (2 x 2) per step, 3 epochs
+    assert all(row["noise_scale_b_simple"] is not None and row["peak_memory_mb"] > 0 for row in rows)
+    for name in ("config.toml", "run.json", "train.log", "final.json"):
+        assert (unet_run / name).is_file(), name
+    run_info = json.loads((unet_run / "run.json").read_text())
+    assert {"git", "versions", "starts"} <= set(run_info)
+    assert run_info["versions"]["deepspeed"]
+    final = json.loads((unet_run / "final.json").read_text())
+    assert final["stopped"] == "completed" and final["epochs_completed"] == 3
+    checkpoints = unet_run / "checkpoints"
+    latest = (checkpoints / "latest").read_text().strip()
+    assert latest == "epoch0003" and (checkpoints / latest / "model.pt").is_file()
+    assert (checkpoints / (checkpoints / "best").read_text().strip()).is_dir()
+    assert len(list(checkpoints.glob("epoch*"))) <= 3  # keep 2 + best
+
+
+def test_evaluate_writes_metrics_and_overlays(unet_run):
+    result = CliRunner().invoke(main, ["evaluate", str(unet_run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert len(report["per_image"]) == 3
+    overall = report["overall"]
+    assert 0 <= overall["pixel_accuracy"] <= 1 and 0 <= overall["dice_macro"] <= 1
+    assert len(overall["confusion"]) == 3
+    out = Path(report["output_dir"])
+    assert (out / "metrics.json").is_file() and len(list((out / "overlays").glob("*.png"))) == 3
+
+
+def test_rerunning_a_finished_run_returns_its_summary(unet_run, tiny_store):
+    # In-process is fine: a finished run returns before any process group is created.
+    result = CliRunner().invoke(main, ["train", "--store", str(tiny_store), "--run-dir", str(unet_run), *TINY_UNET])
+    assert result.exit_code == 0, result.output
+    assert json.loads((unet_run / "final.json").read_text())["epochs_completed"] == 3
+    assert len(read_metrics(unet_run)) == 3
+
+
+def test_changed_config_on_resume_and_unknown_key_are_one_line_errors(unet_run, tiny_store):
+    runner = CliRunner()
+    changed = runner.invoke(main, ["train", "--store", str(tiny_store), "--run-dir", str(unet_run),
+                                   *TINY_UNET, "--set", "model.base_channels=8"])
+    assert changed.exit_code == 2 and "model.base_channels" in changed.output
+    unknown = runner.invoke(main, ["train", "--store", str(tiny_store), *TINY_UNET, "--set", "optimiser.lr=1"])
+    assert unknown.exit_code == 2 and "optimiser" in unknown.output
+    bad_option = runner.invoke(main, ["train", "--store", str(tiny_store), *TINY_UNET, "--set", "model.widht=3"])
+    assert bad_option.exit_code == 2 and "widht" in bad_option.output
+
+
+def _assert_same_final_metrics(run_a: Path, run_b: Path) -> None:
+    last_a, last_b = read_metrics(run_a)[-1], read_metrics(run_b)[-1]
+    assert last_a["epoch"] == last_b["epoch"] and last_a["step"] == last_b["step"]
+    for key in COMPARED:
+        assert last_b[key] == pytest.approx(last_a[key], rel=1e-3, abs=1e-5), key
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(unet_run, tiny_store, tmp_path):
+    run_dir = tmp_path / "killed"
+    args = CLI + ["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET]
+    process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    metrics = run_dir / "metrics.jsonl"
+    # The first metrics line is written after the epoch-1 checkpoint: kill during epoch 2.
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 1"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "final.json").exists()
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET])
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+    assert "resumed from checkpoint" in (run_dir / "train.log").read_text()
+    _assert_same_final_metrics(unet_run, run_dir)
+
+
+@pytest.mark.slow
+def test_corrupted_latest_checkpoint_falls_back_to_previous(unet_run, tiny_store, tmp_path):
+    run_dir = tmp_path / "corrupted"
+    shutil.copytree(unet_run, run_dir)
+    (run_dir / "final.json").unlink()  # as if the run died after writing epoch 3
+    for state in (run_dir / "checkpoints" / "epoch0003").glob("*optim_states.pt"):
+        state.write_bytes(state.read_bytes()[:100])
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET])
+    log = (run_dir / "train.log").read_text()
+    assert "damaged" in log and "resumed from checkpoint epoch0002" in log
+    _assert_same_final_metrics(unet_run, run_dir)
+
+
+NAN_SCRIPT = """
+import sys
+from pathlib import Path
+from steelseg_hpc.errors import TrainingError
+from steelseg_hpc.training import engine, load_run_config, train
+
+calls = {"n": 0}
+original = engine.TrainStep.fp32_loss
+
+def poisoned(self, logits, masks):
+    loss = original(self, logits, masks)
+    calls["n"] += self.training
+    return loss * float("nan") if self.training and calls["n"] > int(sys.argv[3]) else loss
+
+engine.TrainStep.fp32_loss = poisoned
+config = load_run_config(None, sys.argv[4:], store=sys.argv[1])
+try:
+    train(config, Path(sys.argv[2]))
+except TrainingError as exc:
+    print("STOPPED:", exc)
+"""
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_best_checkpoint(tiny_store, tmp_path):
+    run_dir = tmp_path / "nan"
+    overrides = ["model.name=unet3plus", "model.base_channels=4", "data.num_workers=0", "data.max_train_tiles=8",
+                 "micro_batch=2", "grad_accumulation=2", "epochs=3", "progress=false"]
+    # 4 micro-batches per epoch: the loss turns NaN in epoch 2 (validation forwards are not counted).
+    script = [sys.executable, "-c", NAN_SCRIPT, str(tiny_store), str(run_dir), "5", *overrides]
+    result = subprocess.run(script, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert "STOPPED: non-finite training loss in epoch 2" in result.stdout, result.stderr[-3000:]
+    checkpoints = run_dir / "checkpoints"
+    assert (checkpoints / "best").read_text().strip() == "epoch0001"
+    assert (checkpoints / "latest").read_text().strip() == "epoch0001"
+    assert not (checkpoints / "epoch0002").exists() and not (run_dir / "final.json").exists()
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
+    assert "non-finite training loss" in (run_dir / "train.log").read_text()

@@ -1,7 +1,7 @@
 """Prep throughput: 2 Dask workers vs one process, and tile reads from Zarr vs PNG files.
 
 Usage:
-    python benchmarks/prep.py [--json] [--size 1024x1024] [--groups 4,4,4] [--tile 512]
+    python benchmarks/prep.py [--json] [--size 1660x1640] [--groups 4,4,4] [--tile 800]
 
 Both comparisons run side by side in this one run, on the same synthetic data. Dask start-up
 (cluster + worker imports, a one-time cost per prep) is measured separately and excluded from the
@@ -69,9 +69,9 @@ def time_reads(store: Path, png_dir: Path, count: int, seed: int = 0) -> tuple[f
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--size", default="1024x1024")
+    parser.add_argument("--size", default="1660x1640", help="the lab's micrograph size")
     parser.add_argument("--groups", default="4,4,4")
-    parser.add_argument("--tile", type=int, default=512, help="the lab uses 800; Zarr per-read overhead dominates below ~256")
+    parser.add_argument("--tile", type=int, default=800, help="the lab's tile; Zarr per-read overhead dominates below ~256 px")
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--reads", type=int, default=400)
     args = parser.parse_args(argv)

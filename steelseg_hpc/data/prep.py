@@ -278,7 +278,8 @@ def _balanced_calls(records, loaded, partial, todo, whole, workers):
     one extra image read each, which is cheap next to augmenting and compressing tiles.
     """
     total = sum(len(jobs) for jobs in todo.values())
-    size = max(4, -(-total // (max(workers, 1) * 8)))
+    # the same split for 0 (in-process) and 2 workers, so the two do exactly the same work
+    size = max(4, -(-total // (max(workers, 2) * 8)))
     by_key = {r.key: r for r in records}
     calls = []
     for key in sorted(set(todo) | set(whole)):

@@ -43,15 +43,20 @@ def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage,
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run_dir, split, tta, as_json) -> None:
     """Sliding-window evaluation of a run's best checkpoint on whole images."""
-    from rich.table import Table
-
     from steelseg_hpc.training import evaluate_run
 
     result = evaluate_run(run_dir, split=split, tta=tta)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{run_dir} · {split}{' · TTA' if tta else ''} · {result['checkpoint']}")
+    render_evaluation(result, f"{run_dir} · {split}{' · TTA' if tta else ''} · {result['checkpoint']}")
+
+
+def render_evaluation(result: dict, title: str) -> None:
+    """Per-image and overall pixel accuracy, Dice and mIoU: the lab's comparison figures."""
+    from rich.table import Table
+
+    table = Table(title=title)
     for column in ("image", "pixel acc.", "Dice", "mIoU"):
         table.add_column(column, justify="left" if column == "image" else "right")
     rows = [*result["per_image"], {"name": "[bold]overall", **result["overall"]}]

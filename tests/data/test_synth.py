@@ -45,7 +45,7 @@ def test_three_phases_with_different_textures():
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "demo"), "--size", "96x96", "--tile-size", "48", "--workers", "0"])
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "demo"), "--size", "96x96", "--tile-size", "48", "--workers", "0", "--epochs", "0"])
     assert result.exit_code == 0, result.output
     info = open_store(tmp_path / "demo" / "store.zarr")
     assert info.num_classes == 3 and info.splits["train"] > 0

@@ -193,18 +193,11 @@ class AugmentSpec(StrictModel):
     gamma: RangeSpec = RangeSpec(range=(0.7, 1.5))
     equalize: FlipSpec = FlipSpec(p=0.2)
 
-    @field_validator("magnify")
+    @field_validator("magnify", "gamma")
     @classmethod
-    def _magnify_positive(cls, value: RangeSpec):
+    def _positive_range(cls, value: RangeSpec, info):
         if value.range[0] <= 0:
-            raise ValueError("magnify range must be > 0 (1.0 = unchanged, 2.5 = 2.5x zoom in)")
-        return value
-
-    @field_validator("gamma")
-    @classmethod
-    def _gamma_positive(cls, value: RangeSpec):
-        if value.range[0] <= 0:
-            raise ValueError("gamma range must be > 0")
+            raise ValueError(f"{info.field_name} range must be > 0 (1.0 = unchanged)")
         return value
 
 

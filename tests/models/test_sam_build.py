@@ -23,14 +23,6 @@ def vit_b_checkpoint(tmp_path_factory):
     path.unlink()  # pytest keeps old temp dirs; do not leave 360 MB behind in each
 
 
-@pytest.fixture()
-def tiny_checkpoint(tmp_path):
-    torch.manual_seed(3)
-    path = tmp_path / "tiny.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
-
-
 def test_vit_b_state_dict_loads_by_path(vit_b_checkpoint):
     path, probe = vit_b_checkpoint
     sam = build_sam("vit_b", checkpoint=path)
@@ -50,9 +42,9 @@ def test_vit_b_at_512_interpolates_position_embeddings(vit_b_checkpoint):
     assert model.sam.prompt_encoder.image_embedding_size == (32, 32)
 
 
-def test_tiny_checkpoint_round_trips(tiny_checkpoint, tmp_path):
-    expected = torch.load(tiny_checkpoint, weights_only=True)
-    for path in (tiny_checkpoint, tmp_path / "tiny.safetensors"):
+def test_sam_checkpoint_round_trips(sam_checkpoint, tmp_path):
+    expected = torch.load(sam_checkpoint, weights_only=True)
+    for path in (sam_checkpoint, tmp_path / "tiny.safetensors"):
         if path.suffix == ".safetensors":
             save_file({k: v.contiguous() for k, v in expected.items()}, str(path))
         state = build_sam("tiny", checkpoint=path).state_dict()
@@ -65,11 +57,11 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         build_sam("vit_b", checkpoint=path)
 
 
-def test_truncated_checkpoint_names_the_file(tiny_checkpoint):
-    data = tiny_checkpoint.read_bytes()
-    tiny_checkpoint.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=f"{tiny_checkpoint}.*unreadable"):
-        build_sam("tiny", checkpoint=tiny_checkpoint)
+def test_truncated_checkpoint_names_the_file(sam_checkpoint):
+    data = sam_checkpoint.read_bytes()
+    sam_checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=f"{sam_checkpoint}.*unreadable"):
+        build_sam("tiny", checkpoint=sam_checkpoint)
 
 
 def test_garbage_checkpoint_names_the_file(tmp_path):
@@ -80,9 +72,9 @@ def test_garbage_checkpoint_names_the_file(tmp_path):
             build_sam("tiny", checkpoint=path)
 
 
-def test_mismatched_checkpoint_names_the_file_and_its_variant(tiny_checkpoint):
-    with pytest.raises(DataError, match=f"{tiny_checkpoint} does not match SAM vit_b.*looks like a tiny"):
-        build_sam("vit_b", checkpoint=tiny_checkpoint)
+def test_mismatched_checkpoint_names_the_file_and_its_variant(sam_checkpoint):
+    with pytest.raises(DataError, match=f"{sam_checkpoint} does not match SAM vit_b.*looks like a tiny"):
+        build_sam("vit_b", checkpoint=sam_checkpoint)
 
 
 def test_checkpoint_that_is_not_a_state_dict(tmp_path):

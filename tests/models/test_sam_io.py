@@ -14,23 +14,6 @@ from steelseg_hpc.models.sam_build import build_sam, build_tiny_sam
 from steelseg_hpc.models.sam_lora import lora_modules
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core host two threads oversubscribe and run ~3x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def sam_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny_sam.pth"
-    torch.save(build_tiny_sam().state_dict(), path)
-    return path
-
-
 def _model(checkpoint, **options):
     defaults = {"num_classes": 3, "rank": 4, "variant": "tiny", "checkpoint": str(checkpoint), "image_size": 64}
     return build_model("sam-lora", **{**defaults, **options}).eval()

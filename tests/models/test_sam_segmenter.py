@@ -17,15 +17,6 @@ from steelseg_hpc.models.sam_geometry import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core host two threads oversubscribe and run ~3x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny(**options):
     torch.manual_seed(0)
     defaults = {"num_classes": 3, "rank": 4, "variant": "tiny", "image_size": 64}

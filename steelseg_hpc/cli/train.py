@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
 
-from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.cli._app import console, err_console, main
 
 
 @main.command()
@@ -23,13 +24,26 @@ from steelseg_hpc.cli._app import console, main
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any run config field, e.g. --set model.base_channels=8 (repeatable).")
 def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage, precision, overrides) -> None:
-    """Train (or resume) one run with DeepSpeed; under torchrun/srun every rank runs this."""
+    """Train (or resume) one run with DeepSpeed; under torchrun/srun every rank runs this.
+
+    SIGTERM or SIGUSR2 (SLURM's warning) saves a checkpoint at the next optimiser step and exits
+    with 128 + the signal number; the same command then resumes mid-epoch. Ctrl-C still stops at
+    once, losing the epoch in progress.
+    """
     from steelseg_hpc.training import load_run_config
     from steelseg_hpc.training import train as run_training
+    from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 
     config = load_run_config(config_path, list(overrides), arch=arch, store=store, epochs=epochs,
                              batch_size=batch_size, lr=lr, zero_stage=zero_stage, precision=precision)
-    summary = run_training(config, run_dir or Path("runs") / config.model.name)
+    try:
+        with StopRequest() as stop:
+            summary = run_training(config, run_dir or Path("runs") / config.model.name, stop=stop)
+    except TrainingPreempted as exc:
+        if os.environ.get("RANK", "0") == "0":
+            err_console.print(f"[bold yellow]stopped:[/] {exc}. Run the same command to resume.",
+                              highlight=False, soft_wrap=True)
+        sys.exit(128 + int(exc.signal))
     if os.environ.get("RANK", "0") == "0" and summary.get("best_val_dice") is not None:
         console.print(f"[bold green]done[/] {summary['run_dir']}: {summary['stopped']} after "
                       f"{summary['epochs_completed']} epochs; best val Dice {summary['best_val_dice']:.4f} "

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -103,21 +104,56 @@ class TrainingJob(submitit.helpers.Checkpointable):
             flush=True,
         )
         from steelseg_hpc.training import train
+        from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 
-        try:
-            return train(self.load_config(), Path(self.run_dir))
-        except Exception as exc:
-            # One greppable line ahead of submitit's traceback: `status` shows it as the reason.
-            message = " ".join(str(exc).split())
-            print(f"{ERROR_MARKER} {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
-            raise
+        # Installed first thing, on every task: from here on a signal stops training at a step.
+        with StopRequest(signals=(requeue_signal(), signal.SIGTERM)) as stop:
+            try:
+                return train(self.load_config(), Path(self.run_dir), stop=stop)
+            except TrainingPreempted as exc:
+                return self._after_preemption(exc, stop, is_main=env["RANK"] == "0")
+            except Exception as exc:
+                # One greppable line ahead of submitit's traceback: `status` shows it as the reason.
+                message = " ".join(str(exc).split())
+                print(f"{ERROR_MARKER} {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+                raise
+
+    def _after_preemption(self, exc: Any, stop: Any, is_main: bool) -> dict:
+        """Requeue through submitit after its requeue signal; exit after anything else.
+
+        Args:
+            exc: The ``TrainingPreempted`` raised by ``train`` (its ``signal`` is the one any task
+                received, so every task takes the same branch).
+            stop: The installed ``StopRequest`` (it holds submitit's handlers).
+            is_main: Whether this is task 0.
+
+        Returns:
+            On tasks other than 0, which submitit's handler leaves running, a record of the stop.
+        """
+        if is_main:
+            print(f"[steelseg] {exc}", file=sys.stderr, flush=True)
+        if exc.signal == requeue_signal() and stop.hand_over(exc.signal):
+            # Task 0 does not get here: submitit's handler requeued the job and exited.
+            return {"preempted": True, "checkpoint": exc.checkpoint}
+        # SIGTERM: SLURM is cancelling or killing the job. The checkpoint is safe; do not requeue.
+        sys.exit(128 + int(exc.signal))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit in task 0 on USR2: requeue this same job.
 
-        The engine's last end-of-epoch checkpoint is what the requeued job resumes from, so
-        there is no state to save here; the job object itself is all that is pickled.
+        By the time submitit calls this, every task has saved a mid-epoch checkpoint (see the
+        module docstring), and ``train`` in the requeued job resumes from it; so there is no state
+        to save here and the job object itself is all that is pickled. It is also what submitit
+        calls when USR2 arrives before :meth:`__call__` has installed its handler.
         """
         print(f"[steelseg] signal received: requeueing {self.describe()}", file=sys.stderr,
               flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def requeue_signal() -> signal.Signals:
+    """The signal submitit treats as "checkpoint and requeue" (USR2 unless configured otherwise)."""
+    try:
+        return signal.Signals(submitit.JobEnvironment._usr_sig())
+    except (AttributeError, RuntimeError, ValueError):  # a submitit without this private helper
+        return signal.SIGUSR2

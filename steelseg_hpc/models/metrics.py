@@ -68,6 +68,19 @@ class SegmentationMetrics(nn.Module):
         """Forget all batches (call at the start of each epoch)."""
         self.confusion.reset()
 
+    def running_state(self) -> dict[str, torch.Tensor]:
+        """This rank's unsynchronised counts since the last reset (for a mid-epoch checkpoint)."""
+        return {name: value.detach().cpu().clone() for name, value in self.confusion.metric_state.items()}
+
+    def load_running_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue counting from :meth:`running_state` (after :meth:`reset`)."""
+        for name, value in state.items():
+            current = getattr(self.confusion, name)
+            setattr(self.confusion, name, value.to(device=current.device, dtype=current.dtype))
+        # torchmetrics warns about compute() before update() unless it saw an update.
+        self.confusion._update_count = max(self.confusion._update_count, 1)
+        self.confusion._computed = None
+
     def compute(self) -> dict[str, Any]:
         """Metrics over every batch since the last reset, summed over all ranks.
 

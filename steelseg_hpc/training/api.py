@@ -1,7 +1,10 @@
 """The training API: ``train(config, run_dir)`` and ``evaluate_run(run_dir)``.
 
 ``train`` runs or resumes one run in this process. Under ``torchrun`` or ``srun`` every rank calls
-it with the same arguments; a plain ``python`` process is a one-rank run.
+it with the same arguments; a plain ``python`` process is a one-rank run. Given an installed
+:class:`~steelseg_hpc.training.preemption.StopRequest`, a SIGUSR2/SIGTERM makes every rank save a
+mid-epoch checkpoint at the next optimiser step and ``train`` raise ``TrainingPreempted``; the
+next ``train`` on the same run dir continues that epoch where it stopped.
 
 Example:
     >>> from steelseg_hpc.training import load_run_config, train
@@ -26,16 +29,18 @@ from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import build_loaders
 from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
 from steelseg_hpc.training.engine import build_engine, save_engine_checkpoint
+from steelseg_hpc.training.epoch_state import EpochState, EpochStopped
 from steelseg_hpc.training.evaluate import evaluate_run
 from steelseg_hpc.training.loop import mean_across_ranks, train_one_epoch, validate
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
+from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
 from steelseg_hpc.training.run_dir import RunDir
 from steelseg_hpc.training.run_info import peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "evaluate_run"]
+__all__ = ["train", "evaluate_run", "StopRequest", "TrainingPreempted"]
 
 
 def _barrier() -> None:
@@ -74,9 +79,15 @@ def _noise_estimator(config: RunConfig, world_size: int) -> GradientNoiseScale |
 
 def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
             noise: GradientNoiseScale | None) -> dict:
+    """Load the latest intact checkpoint; the bookkeeping to continue from (fresh if none).
+
+    ``state["resume_epoch"]`` is this rank's :class:`EpochState` when the checkpoint was taken
+    mid-epoch, else None.
+    """
+    fresh = {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0, "resume_epoch": None}
     tag = _broadcast(checkpoints.resume_tag() if env.is_main else None)
     if tag is None:
-        return {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0}
+        return fresh
     load_path, client = engine.load_checkpoint(str(checkpoints.root), tag=tag)
     if load_path is None:
         raise TrainingError(f"{checkpoints.root / tag}: DeepSpeed could not load this checkpoint")
@@ -84,18 +95,47 @@ def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
         noise.load_state_dict(client["noise_scale"])
     if env.is_main:
         run.truncate_metrics(client["epoch"])
-    log.info("resumed from checkpoint %s (epoch %d)", tag, client["epoch"])
     # The loaded state also holds DeepSpeed's own keys, which must not be saved back as ours.
-    return {key: client[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+    state = {key: client[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+    state["resume_epoch"] = _mid_epoch_state(checkpoints.root / tag, client.get("mid_epoch"), env)
+    if state["resume_epoch"] is None:
+        log.info("resumed from checkpoint %s (epoch %d)", tag, client["epoch"])
+    else:
+        resumed = state["resume_epoch"]
+        if noise is not None and resumed.noise_scale:
+            noise.load_state_dict(resumed.noise_scale)  # this rank's own EMAs, not rank 0's
+        log.info("resumed from checkpoint %s (epoch %d, after micro-batch %d of it)", tag,
+                 resumed.epoch, resumed.micro_batches)
+    return state
 
 
-def train(config: RunConfig, run_dir: Path) -> dict:
+def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> EpochState | None:
+    """This rank's running state saved in a mid-epoch checkpoint (None for an end-of-epoch one)."""
+    if not mid_epoch:
+        return None
+    if mid_epoch["world_size"] != env.world_size:
+        # Each rank's share of the epoch's tiles depends on the number of ranks.
+        raise TrainingError(
+            f"{folder}: this mid-epoch checkpoint was written by {mid_epoch['world_size']} rank(s); "
+            f"resume it with the same number (this job has {env.world_size})"
+        )
+    state = EpochState.load(folder, env.rank)
+    if (state.epoch, state.micro_batches) != (mid_epoch["epoch"], mid_epoch["micro_batches"]):
+        raise TrainingError(f"{folder}: rank {env.rank}'s epoch state does not match the checkpoint")
+    return state
+
+
+def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> dict:
     """Train (or resume) one run; every rank of the job calls this.
 
     Args:
         config: The resolved run configuration (``data.store`` must name a prepared store).
         run_dir: Where the config, logs, metrics and checkpoints go; rerunning with the same
-            directory resumes from its latest intact checkpoint.
+            directory resumes from its latest intact checkpoint (mid-epoch ones included).
+        stop: An installed stop request, checked before every optimiser step. When any rank
+            has received its signal, every rank saves a mid-epoch checkpoint and this raises
+            :class:`TrainingPreempted`. A signal that arrives during the last epoch's
+            validation lets the run finish normally.
 
     Returns:
         The summary also written to ``final.json``: epochs run, best epoch and val Dice, the last
@@ -105,6 +145,7 @@ def train(config: RunConfig, run_dir: Path) -> dict:
         ConfigError: the config differs from the one saved in ``run_dir``.
         DataError: the store is missing or too small.
         TrainingError: a non-finite loss, or an unloadable checkpoint.
+        TrainingPreempted: ``stop`` was requested; the checkpoint it names holds all progress.
     """
     from steelseg_hpc.data import open_store
 
@@ -125,9 +166,12 @@ def train(config: RunConfig, run_dir: Path) -> dict:
     previous_level = package_logger.level
     handler = run.attach_log() if env.is_main else None
     try:
-        return _run(config, run, env, device, store)
+        return _run(config, run, env, device, store, stop)
     except TrainingError as exc:
         log.error("%s", exc)
+        raise
+    except TrainingPreempted as exc:
+        log.warning("%s", exc)
         raise
     finally:
         if handler is not None:
@@ -155,7 +199,23 @@ def _metrics_row(config: RunConfig, engine, env: DistEnv, device: torch.device, 
     }
 
 
-def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store) -> dict:
+def _save_mid_epoch(checkpoints: CheckpointManager, engine, env: DistEnv, state: dict,
+                    stopped: EpochState, noise: GradientNoiseScale | None, weights_meta: dict) -> str:
+    """Save a mid-epoch checkpoint on every rank: DeepSpeed state plus each rank's epoch state."""
+    mid_epoch = {"epoch": stopped.epoch, "micro_batches": stopped.micro_batches,
+                 "world_size": env.world_size}
+    client = {key: state[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+    client.update(noise_scale=noise.state_dict() if noise else None, mid_epoch=mid_epoch)
+
+    def write(folder: Path) -> None:
+        save_engine_checkpoint(engine, folder, client, weights_meta, env.is_main)
+        stopped.save(folder, env.rank)
+
+    return checkpoints.save(stopped.epoch, None, write_fn=write, micro_batches=stopped.micro_batches)
+
+
+def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store,
+         stop: StopRequest | None = None) -> dict:
     from steelseg_hpc.models.metrics import SegmentationMetrics
 
     loaders = build_loaders(config, env.rank, env.world_size)
@@ -175,7 +235,19 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
             torch.manual_seed(config.seed + 1000 * epoch + env.rank)
             reset_peak_memory()
             epoch_start = time.perf_counter()
-            stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress, env.world_size)
+            resumed, state["resume_epoch"] = state["resume_epoch"], None  # only the first epoch
+            earlier_seconds = resumed.epoch_seconds if resumed else 0.0
+            try:
+                stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress,
+                                        env.world_size, stop=stop, resume=resumed)
+            except EpochStopped as stopped:
+                # Nothing new since the last checkpoint (stop at an epoch's first step): keep it.
+                tag = checkpoints.latest_tag() if env.is_main else None
+                if stopped.trained:
+                    stopped.state.epoch_seconds = earlier_seconds + time.perf_counter() - epoch_start
+                    tag = _save_mid_epoch(checkpoints, engine, env, state, stopped.state, noise, weights_meta)
+                raise TrainingPreempted(tag, epoch, stopped.state.micro_batches,
+                                        stopped.signal_number) from None
             stats.update(validate(engine, loaders, metrics, device))
             # Every rank must take the same best/patience decisions: rank 0's figures are the record.
             stats = _broadcast(stats)
@@ -186,12 +258,13 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
-            client = {**state, "noise_scale": noise.state_dict() if noise else None}
+            client = {key: state[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+            client["noise_scale"] = noise.state_dict() if noise else None
             checkpoints.save(epoch, stats["val_dice"], extra_meta={"val_dice": stats["val_dice"]},
                              write_fn=lambda folder: save_engine_checkpoint(
                                  engine, folder, client, weights_meta, env.is_main))
             last_row = _metrics_row(config, engine, env, device, epoch, stats, noise,
-                                    time.perf_counter() - epoch_start)
+                                    earlier_seconds + time.perf_counter() - epoch_start)
             if env.is_main:
                 run.append_metrics(last_row)
             log.info("epoch %d: loss %.4f, val Dice %s, %.1f tiles/s, B_simple %s", epoch,

@@ -5,7 +5,13 @@ Layout under ``RUN_DIR/checkpoints``::
     latest              text file naming the newest complete checkpoint (replaced atomically)
     best                text file naming the checkpoint with the best validation Dice
     epoch0007/          DeepSpeed files of every rank + model.pt (fp32 weights) + meta.json
+    epoch0008-mb000040/ a mid-epoch checkpoint: 40 micro-batches into epoch 8 (on preemption),
+                        with each rank's running epoch state (``epoch_state_rankNNNN.pt``)
     epoch0008.partial/  a save in progress (or one a crash interrupted; removed on the next save)
+
+Tags order as training progressed: ``epoch0008-mb000040`` comes after ``epoch0007`` and before
+``epoch0008``. A mid-epoch checkpoint has no validation score, so it never becomes ``best``; it
+is otherwise kept, pruned and verified like any other.
 
 A save writes into ``TAG.partial``, waits for every rank, records a manifest (size and SHA-256 of
 every file) in ``meta.json``, renames the folder to ``TAG`` and only then moves the ``latest``
@@ -39,11 +45,18 @@ log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 META_FILE = "meta.json"
-_TAG_RE = re.compile(r"^epoch(\d+)$")
+_TAG_RE = re.compile(r"^epoch(\d+)(?:-mb(\d+))?$")
 
 
-def tag_for_epoch(epoch: int) -> str:
-    return f"epoch{epoch:04d}"
+def tag_for_epoch(epoch: int, micro_batches: int | None = None) -> str:
+    """``epochNNNN`` after a whole epoch, ``epochNNNN-mbMMMMMM`` ``micro_batches`` into it."""
+    return f"epoch{epoch:04d}" if micro_batches is None else f"epoch{epoch:04d}-mb{micro_batches:06d}"
+
+
+def _progress_key(tag: str) -> tuple[int, float]:
+    """Sort key: (epoch, micro-batches done), a finished epoch counting as infinitely many."""
+    match = _TAG_RE.match(tag)
+    return int(match.group(1)), float(match.group(2)) if match.group(2) else float("inf")
 
 
 def _sha256(path: Path) -> str:
@@ -99,9 +112,9 @@ class CheckpointManager:
             return None
 
     def complete_tags(self) -> list[str]:
-        """Tags with a ``meta.json``, newest epoch first."""
+        """Tags with a ``meta.json``, newest first (mid-epoch ones before their epoch's end)."""
         tags = [p.name for p in self.root.glob("epoch*") if _TAG_RE.match(p.name) and (p / META_FILE).exists()]
-        return sorted(tags, key=lambda t: int(_TAG_RE.match(t).group(1)), reverse=True)
+        return sorted(tags, key=_progress_key, reverse=True)
 
     def verify(self, tag: str) -> bool:
         """Whether every file of ``tag`` still matches the manifest written when it was saved."""
@@ -132,19 +145,24 @@ class CheckpointManager:
 
     # ----------------------------------------------------------------------------- writing
     def save(self, epoch: int, score: float | None, write_fn: Callable[[Path], None],
-             extra_meta: dict | None = None) -> str:
+             extra_meta: dict | None = None, micro_batches: int | None = None) -> str:
         """Write checkpoint ``epoch`` through ``write_fn(folder)`` on every rank, atomically.
 
         Args:
-            epoch: Completed epochs (names the tag).
+            epoch: Completed epochs (names the tag); with ``micro_batches``, the epoch in progress.
             score: Validation Dice; the ``best`` pointer moves when it beats the best so far.
             write_fn: Writes this rank's files into the (existing, empty) folder it is given.
             extra_meta: More fields for ``meta.json``.
+            micro_batches: Save a mid-epoch checkpoint this many micro-batches into ``epoch``.
+                It has no score (never ``best``) and ``meta.json`` records ``micro_batches``.
 
         Returns:
             The tag written.
         """
-        tag = tag_for_epoch(epoch)
+        if micro_batches is not None:
+            score = None  # half an epoch has not been validated: it must never become best
+            extra_meta = {**(extra_meta or {}), "micro_batches": micro_batches}
+        tag = tag_for_epoch(epoch, micro_batches)
         partial = self.root / (tag + PARTIAL_SUFFIX)
         if self.is_main:
             if partial.exists():

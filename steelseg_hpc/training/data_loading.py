@@ -1,7 +1,8 @@
 """DataLoaders over the Zarr tile store for one rank: sharded, seeded, pinned and prefetched.
 
 Training uses ``DistributedSampler`` (shuffled with the run's seed, ``set_epoch`` each epoch, so a
-resumed run sees the same order) and drops the ragged last batch so every micro-batch has the same
+resumed run sees the same order; :class:`ResumableSampler` starts an epoch part-way through that
+order after a mid-epoch resume) and drops the ragged last batch so every micro-batch has the same
 size (the noise-scale estimator relies on it). Validation gives each rank a strided shard with no
 padding, so no tile is counted twice in the metrics.
 
@@ -11,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -35,6 +37,33 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class ResumableSampler(Sampler[int]):
+    """A ``DistributedSampler`` that can start an epoch after its first ``skip`` indices.
+
+    A mid-epoch resume continues with exactly the tiles the interrupted run had not reached:
+    the order is the wrapped sampler's for that epoch (seed + epoch), minus its head. Indices are
+    dropped here, before any tile is read, rather than by loading and discarding batches.
+
+    Args:
+        sampler: The rank's ``DistributedSampler``.
+    """
+
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler = sampler
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Shuffle for ``epoch`` and leave out its first ``skip`` indices (this epoch only)."""
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it."""
     seed = torch.initial_seed() % 2**32
@@ -45,7 +74,7 @@ def seed_worker(worker_id: int) -> None:
 @dataclass
 class Loaders:
     train: DataLoader
-    train_sampler: DistributedSampler
+    train_sampler: ResumableSampler
     val: DataLoader
     steps_per_epoch: int  # optimiser steps per epoch
     micro_batches_per_epoch: int  # per rank; a multiple of the accumulation steps
@@ -85,8 +114,8 @@ def build_loaders(config: RunConfig, rank: int, world_size: int,
         val_set = TileDataset(config.data.store, config.data.val_split)
     if config.data.max_train_tiles:
         train_set = Subset(train_set, range(min(config.data.max_train_tiles, len(train_set))))
-    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=config.seed, drop_last=True)
+    sampler = ResumableSampler(DistributedSampler(train_set, num_replicas=world_size, rank=rank,
+                                                  shuffle=True, seed=config.seed, drop_last=True))
     train = DataLoader(train_set, batch_size=config.micro_batch, sampler=sampler, drop_last=True,
                        **_loader_options(config, rank))
     steps = len(train) // config.grad_accumulation

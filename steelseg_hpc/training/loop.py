@@ -5,6 +5,11 @@ steps), so optimiser steps never straddle epochs and a resumed run replays the s
 non-finite loss on any rank stops every rank at the next optimiser-step boundary, before the
 update, with a :class:`~steelseg_hpc.errors.TrainingError`.
 
+Before each optimiser step (so never inside a gradient-accumulation cycle) the loop asks whether
+any rank received a stop signal (:class:`~steelseg_hpc.training.preemption.StopRequest`); if so
+every rank raises :class:`~steelseg_hpc.training.epoch_state.EpochStopped` with its running
+state, which the caller saves as a mid-epoch checkpoint. ``resume`` continues such an epoch.
+
 Example:
     >>> stats = train_one_epoch(engine, loaders, epoch=1, ...)  # doctest: +SKIP
     >>> stats["train_loss"], stats["tiles_per_s"]  # doctest: +SKIP
@@ -20,7 +25,9 @@ import torch.distributed as dist
 
 from steelseg_hpc.errors import TrainingError
 from steelseg_hpc.training.data_loading import Loaders
+from steelseg_hpc.training.epoch_state import EpochState, EpochStopped, capture_rng, restore_rng
 from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm
+from steelseg_hpc.training.preemption import StopRequest
 from steelseg_hpc.training.progress import EpochProgress
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,19 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item() > 0)
 
 
+def _stop_signal_on_any_rank(stop: StopRequest, device: torch.device) -> int:
+    """The stop signal's number if any rank received one (0 if none): one tiny all-reduce(MAX).
+
+    Every rank learns the number, also those the signal did not reach, so all react alike.
+    """
+    received = int(stop.received or 0)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return received
+    tensor = torch.tensor([float(received)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values
@@ -61,21 +81,52 @@ def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
 
 def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch.device,
                     noise: GradientNoiseScale | None, progress: EpochProgress,
-                    world_size: int) -> dict[str, float]:
-    """Train for one epoch; returns loss, train metrics, tiles/s and the step count."""
+                    world_size: int, stop: StopRequest | None = None,
+                    resume: EpochState | None = None) -> dict[str, float]:
+    """Train for one epoch; returns loss, train metrics, tiles/s and the step count.
+
+    Args:
+        stop: Checked (on every rank, collectively) before each optimiser step.
+        resume: The state of this epoch saved by an interrupted run: its micro-batches are
+            skipped and its running sums, train confusion counts and RNG states restored.
+
+    Raises:
+        EpochStopped: ``stop`` was requested on some rank (raised on every rank, at the same step).
+        TrainingError: a non-finite loss.
+    """
     engine.train()
     metrics.reset()
-    loaders.train_sampler.set_epoch(epoch)
+    state = resume if resume is not None else EpochState(epoch=epoch)
+    if resume is not None:
+        if resume.confusion is not None:
+            metrics.load_running_state(resume.confusion)
+        if resume.rng is not None:
+            restore_rng(resume.rng)
+    loaders.train_sampler.set_epoch(epoch, skip=state.micro_batches * loaders.train.batch_size)
     accumulation = engine.gradient_accumulation_steps()
     probe = MicroBatchGradProbe(engine.module.parameters()) if noise is not None else None
     zero_stage = engine.zero_optimization_stage()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    micro_steps, bad_loss, small_norms = 0, False, []
-    progress.start_epoch(epoch, total=loaders.steps_per_epoch)
+    loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64)
+    micro_steps, bad_loss, small_norms = state.micro_batches, False, []
+    first_micro_step = micro_steps
+    progress.start_epoch(epoch, total=loaders.steps_per_epoch, completed=micro_steps // accumulation)
     start = time.perf_counter()
+    batches = iter(loaders.train)
     try:
-        for batch in loaders.train:
-            if micro_steps >= loaders.micro_batches_per_epoch:
+        while micro_steps < loaders.micro_batches_per_epoch:
+            # Between optimiser steps nothing is half-accumulated, so this is where a stop loses
+            # no work; checking before fetching the batch also avoids loading one in vain.
+            signal_number = (_stop_signal_on_any_rank(stop, device)
+                             if stop is not None and micro_steps % accumulation == 0 else 0)
+            if signal_number:
+                state.micro_batches, state.loss_sum = micro_steps, float(loss_sum)
+                state.train_seconds += time.perf_counter() - start
+                state.confusion = metrics.running_state()
+                state.noise_scale = noise.state_dict() if noise is not None else None
+                state.rng = capture_rng()
+                raise EpochStopped(state, trained=micro_steps > first_micro_step, signal_number=signal_number)
+            batch = next(batches, None)
+            if batch is None:  # fewer batches than planned: cannot happen with drop_last samplers
                 break
             images, masks = _to_device(batch, device)
             loss, logits = engine(images, masks)
@@ -109,7 +160,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
     finally:
         if probe is not None:
             probe.remove()
-    seconds = time.perf_counter() - start
+    seconds = state.train_seconds + time.perf_counter() - start
     (mean_loss,) = mean_across_ranks([float(loss_sum) / max(micro_steps, 1)], device)
     result = {
         "train_loss": mean_loss,

@@ -41,10 +41,12 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
-    def start_epoch(self, epoch: int, total: int) -> None:
+    def start_epoch(self, epoch: int, total: int, completed: int = 0) -> None:
+        """A new bar; ``completed`` steps are already done (an epoch resumed part-way)."""
         if self._task is not None:
             self._progress.stop_task(self._task)
-        self._task = self._progress.add_task("train", total=total, epoch=epoch, loss="-")
+        self._task = self._progress.add_task("train", total=total, completed=completed, epoch=epoch,
+                                             loss="-")
 
     def advance(self, loss: float | None = None) -> None:
         fields = {} if loss is None else {"loss": f"{loss:.4f}"}

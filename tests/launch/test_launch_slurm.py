@@ -1,4 +1,4 @@
-"""End to end on the real local SLURM: arrays, requeue after USR2, cancel, failures, 2 tasks.
+"""End to end on the real local SLURM: arrays, mid-epoch requeue after USR2, cancel, failures, 2 tasks.
 
 Every job here is a real ``sbatch`` of the real training engine on the ``tiny_store``; nothing is
 mocked. The module shares one completed smoke array (two architectures) between tests.
@@ -6,6 +6,7 @@ mocked. The module shares one completed smoke array (two architectures) between 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -72,25 +73,36 @@ def test_status_table_and_logs(smoke_array):
     assert logs.exit_code == 0 and "unet3plus seed 0" in logs.output
 
 
-def test_usr2_requeues_and_resumes_to_the_same_result(smoke_array, tiny_store, tmp_path, index):
+def test_usr2_mid_epoch_requeues_and_resumes_that_epoch_to_the_same_result(
+        smoke_array, tiny_store, tmp_path, index):
     exp = tiny_experiment("requeue", tiny_store, tmp_path)
     (row,) = submit_experiment(exp, cluster_profile(), index)
-    metrics = tmp_path / "requeue" / "unet3plus-s0" / "metrics.jsonl"
+    run_dir = tmp_path / "requeue" / "unet3plus-s0"
+    metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 180
     while not (metrics.exists() and metrics.read_text().strip()):  # epoch 1 is checkpointed
         assert time.monotonic() < deadline, job_logs(row.job_id, index, lines=20)["stderr"]
         time.sleep(0.05)
+    # Epoch 2 has 6 optimiser steps: signal about a third of an epoch in, past its first step and
+    # well before its end, so the stop has to save a mid-epoch checkpoint.
+    time.sleep(0.3 * json.loads(metrics.read_text().splitlines()[0])["train_seconds"])
     cancel("requeue", index, signal_name="USR2")  # what SLURM sends on preemption / time limit
     (status,) = wait_for_jobs("requeue", index, timeout=240)
     assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
     assert "REQUEUED" in sacct_states(row.job_id)
-    assert "requeueing" in job_logs(row.job_id, index)["stderr"]
+    stderr = job_logs(row.job_id, index)["stderr"]
+    assert "requeueing" in stderr and "stopped on SIGUSR2 in epoch 2" in stderr
+    # The requeued job went on from the step where the first one stopped, not from epoch 1's end.
+    resumed_at = re.search(r"resumed from checkpoint epoch0002-mb(\d+) \(epoch 2, after micro-batch (\d+)",
+                           (run_dir / "train.log").read_text())
+    assert resumed_at, (run_dir / "train.log").read_text()
+    assert 0 < int(resumed_at.group(2)) < 12 and int(resumed_at.group(1)) == int(resumed_at.group(2))
     epochs = [record["epoch"] for record in read_metrics(status.run_dir)]
     assert epochs == [1, 2]
     uninterrupted = next(r for r in smoke_array["rows"] if r["arch"] == "unet3plus")
     reference = read_metrics(uninterrupted["run_dir"])
     resumed = read_metrics(status.run_dir)
-    for key in ("train_loss", "val_dice", "val_pixel_accuracy"):
+    for key in ("train_loss", "train_dice", "val_dice", "val_pixel_accuracy"):
         assert resumed[-1][key] == pytest.approx(reference[-1][key], rel=1e-3, abs=1e-4), key
 
 

@@ -58,3 +58,19 @@ def test_damaged_latest_falls_back_to_previous(tmp_path, damage):
 
 def test_nothing_to_resume(tmp_path):
     assert CheckpointManager(tmp_path).resume_tag() is None
+
+
+def test_mid_epoch_checkpoint_orders_between_epochs_and_is_never_best(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    manager.save(1, 0.5, writer(b"1"))
+    tag = manager.save(2, 0.9, writer(b"2a"), micro_batches=40)  # a score here is ignored
+    assert tag == "epoch0002-mb000040"
+    assert manager.latest_tag() == manager.resume_tag() == tag
+    assert manager.best_tag() == "epoch0001"
+    assert manager.meta(tag)["micro_batches"] == 40 and manager.meta(tag)["score"] is None
+    manager.save(2, 0.6, writer(b"2"))
+    assert manager.complete_tags() == ["epoch0002", "epoch0002-mb000040"]  # epoch 1 no longer best
+    assert manager.resume_tag() == "epoch0002" and manager.best_tag() == "epoch0002"
+    manager.save(3, 0.1, writer(b"3"), micro_batches=8)
+    # keep=2 newest (epoch 3's mid-epoch one and epoch 2, also best) are all that stay
+    assert manager.complete_tags() == ["epoch0003-mb000008", "epoch0002"]

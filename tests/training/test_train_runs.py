@@ -1,4 +1,4 @@
-"""One-process DeepSpeed runs on the tiny store: run dir, metrics, resume, fallback, NaN stop."""
+"""One-process DeepSpeed runs on the tiny store: run dir, metrics, resume, preemption, fallback, NaN stop."""
 from __future__ import annotations
 
 import json
@@ -101,6 +101,72 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(unet_run, tiny_store,
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
     assert "resumed from checkpoint" in (run_dir / "train.log").read_text()
     _assert_same_final_metrics(unet_run, run_dir)
+
+
+# Runs the real CLI, with one change: the Nth training forward writes a marker file and waits (up
+# to 60 s) until the process has received its stop signal. The test sends SIGUSR2 from outside
+# once it sees the marker, so the signal lands at a known micro-batch instead of at a time that
+# depends on the machine's load.
+PAUSE_SCRIPT = """
+import signal, sys, time
+from pathlib import Path
+from steelseg_hpc.training import engine
+
+calls = {"n": 0}
+original = engine.TrainStep.fp32_loss
+
+def pausing(self, logits, masks):
+    calls["n"] += self.training
+    if self.training and calls["n"] == int(sys.argv[1]):
+        Path(sys.argv[2]).write_text("waiting for SIGUSR2")
+        stop = signal.getsignal(signal.SIGUSR2).__self__  # the CLI's StopRequest
+        deadline = time.time() + 60
+        while not stop.requested and time.time() < deadline:
+            time.sleep(0.01)
+    return original(self, logits, masks)
+
+engine.TrainStep.fp32_loss = pausing
+from steelseg_hpc.cli import main
+main(sys.argv[3:])
+"""
+
+
+@pytest.mark.slow
+def test_usr2_mid_epoch_saves_at_the_step_and_resumes_to_the_same_result(unet_run, tiny_store, tmp_path):
+    run_dir = tmp_path / "preempted"
+    marker = tmp_path / "in-epoch-2"
+    # 6 micro-batches (3 steps of 2) per epoch: forward 8 is the 2nd micro-batch of epoch 2, so
+    # the stop comes at the step boundary after it, 2 micro-batches into epoch 2.
+    args = [sys.executable, "-c", PAUSE_SCRIPT, "8", str(marker),
+            "train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET]
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 240
+        while not marker.exists():
+            assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 2"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGUSR2)
+        assert process.wait(timeout=240) == 128 + signal.SIGUSR2
+    message = (tmp_path / "stderr.txt").read_text()
+    assert "stopped: stopped on SIGUSR2 in epoch 2 after 2 micro-batches" in message, message[-3000:]
+    checkpoints = run_dir / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "epoch0002-mb000002"
+    meta = json.loads((checkpoints / "epoch0002-mb000002" / "meta.json").read_text())
+    assert meta["micro_batches"] == 2 and meta["score"] is None
+    assert (checkpoints / "best").read_text().strip() == "epoch0001"  # never a half epoch
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
+    assert not (run_dir / "final.json").exists()
+
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET])
+    log = (run_dir / "train.log").read_text()
+    assert "resumed from checkpoint epoch0002-mb000002 (epoch 2, after micro-batch 2 of it)" in log
+    resumed, reference = read_metrics(run_dir), read_metrics(unet_run)
+    assert [row["epoch"] for row in resumed] == [1, 2, 3]
+    # Every epoch, the interrupted one included, matches the uninterrupted run's line.
+    for row, expected in zip(resumed, reference):
+        assert row["step"] == expected["step"]
+        for key in (*COMPARED, "train_dice", "train_pixel_accuracy", "noise_scale_b_simple"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-3, abs=1e-5), (row["epoch"], key)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ and only has to find which indices are not yet written.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,13 +45,6 @@ class TilePlan:
 
     tiles: dict[str, list[TileJob]]
     whole: dict[str, list[ImageRecord]]
-
-    def jobs_by_source(self) -> dict[str, list[TileJob]]:
-        grouped: dict[str, list[TileJob]] = defaultdict(list)
-        for jobs in self.tiles.values():
-            for job in jobs:
-                grouped[job.source].append(job)
-        return grouped
 
 
 def build_plan(spec: DatasetSpec, records: list[ImageRecord], shapes: dict[str, tuple[int, int]]) -> TilePlan:

@@ -11,7 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +21,13 @@ from scipy.spatial import cKDTree
 
 from steelseg_hpc.config import dump_toml
 from steelseg_hpc.errors import ConfigError
-from steelseg_hpc.io import atomic_write_text
+from steelseg_hpc.io import atomic_write_bytes, atomic_write_text
 
 CLASS_NAMES = ("ferrite", "pearlite", "carbide")
 # The lab's masks are RGB with channel values in {0, 128, 255}.
 CLASS_COLORS = ((0, 128, 255), (255, 128, 0), (255, 255, 255))
 LAB_GROUPS = (6, 10, 8)
 LAB_COUNTS = ((4, 1, 1), (8, 1, 1), (5, 2, 1))
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    groups: tuple[int, ...] = LAB_GROUPS
-    size: tuple[int, int] = (1660, 1640)  # width x height, like the lab's micrographs
-    seed: int = 0
-    tile_size: int = 800
-    stride: int = 400
-    copies: int = 1
 
 
 def _smooth_field(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -151,11 +141,9 @@ def make_synthetic_dataset(
             image, labels = synth_micrograph(height, width, seed=seed * 1_000_003 + g * 1009 + i)
             rgb = np.asarray(CLASS_COLORS, dtype=np.uint8)[labels]
             for folder, array in (("images", image), ("masks", rgb)):
-                path = out / folder / f"E{g}" / f"E{g}_{i:02d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.png")
-                Image.fromarray(array).save(tmp)
-                tmp.replace(path)
+                encoded = io.BytesIO()
+                Image.fromarray(array).save(encoded, format="PNG")
+                atomic_write_bytes(out / folder / f"E{g}" / f"E{g}_{i:02d}.png", encoded.getvalue())
     spec = {
         "name": "synthetic-e-type",
         "raw_dir": ".",

@@ -29,8 +29,8 @@ ERROR_MARKER = "[steelseg] job failed:"
 def distributed_env() -> dict[str, str]:
     """torch.distributed variables for this task, from SLURM (or submitit's local executor).
 
-    MASTER_ADDR is the job's first node; MASTER_PORT is derived from the job id, so two jobs
-    sharing a node never pick the same port and a requeued job reuses its own.
+    MASTER_ADDR is the job's first node; MASTER_PORT comes from the job id through the engine's
+    :func:`~steelseg_hpc.training.distributed.job_port`, so a requeued job reuses its own port.
 
     Example:
         >>> env = distributed_env()  # doctest: +SKIP
@@ -43,8 +43,10 @@ def distributed_env() -> dict[str, str]:
         hosts = job_env.hostnames
     except RuntimeError:  # not inside a submitit job: a single process
         rank, local_rank, world, hosts = 0, 0, 1, [socket.gethostname()]
-    job_number = os.environ.get("SLURM_JOB_ID") or str(os.getppid())
-    digits = "".join(ch for ch in job_number if ch.isdigit()) or "0"
+    from steelseg_hpc.training.distributed import job_port
+
+    # the local executor has no SLURM job id: its tasks share the submitting parent's pid
+    port = job_port(os.environ.get("SLURM_JOB_ID") or os.getppid())
     local_world = max(1, world // max(1, len(hosts)))
     return {
         "RANK": str(rank),
@@ -52,7 +54,7 @@ def distributed_env() -> dict[str, str]:
         "WORLD_SIZE": str(world),
         "LOCAL_WORLD_SIZE": str(local_world),
         "MASTER_ADDR": hosts[0] if len(hosts) > 1 else "127.0.0.1",
-        "MASTER_PORT": str(20000 + int(digits) % 20000),
+        "MASTER_PORT": str(port),
     }
 
 

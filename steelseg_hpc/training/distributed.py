@@ -116,6 +116,13 @@ def first_host(nodelist: str) -> str:
     return hosts[0] if hosts else "127.0.0.1"
 
 
+def job_port(job_id: int | str) -> int:
+    """The rendezvous port of a SLURM job: fixed per job (a requeued job reuses it), and two
+    jobs sharing a node differ unless their ids are 10000 apart."""
+    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
+    return DEFAULT_PORT_BASE + int(digits) % 10000
+
+
 def free_port() -> int:
     """A TCP port that is free on this host right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -138,8 +145,7 @@ def resolve_dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     if "SLURM_PROCID" in environ and "SLURM_NTASKS" in environ:
         nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST", "")
         master = environ.get("MASTER_ADDR") or (first_host(nodelist) if nodelist else "127.0.0.1")
-        job_id = int(environ.get("SLURM_JOB_ID", "0") or 0)
-        port = int(environ.get("MASTER_PORT", DEFAULT_PORT_BASE + job_id % 10000))
+        port = int(environ.get("MASTER_PORT") or job_port(environ.get("SLURM_JOB_ID", "0")))
         return DistEnv(
             rank=int(environ["SLURM_PROCID"]),
             world_size=int(environ["SLURM_NTASKS"]),

@@ -24,9 +24,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from steelseg_hpc.models import build_model  # noqa: E402
+from steelseg_hpc.models import architectures, build_model  # noqa: E402
 from steelseg_hpc.models.profiling import (  # noqa: E402
-    CNN_ARCHITECTURES,
     count_parameters,
     forward_gflops,
     measure_step,
@@ -34,7 +33,8 @@ from steelseg_hpc.models.profiling import (  # noqa: E402
 
 BASELINE = "unet3plus"
 # (label, registry name, options): the zoo, the efficiency variant, then the GLU candidates.
-VARIANTS = [(name, name, {}) for name in CNN_ARCHITECTURES] + [
+CNNS = [arch.name for arch in architectures() if arch.width_option == "base_channels"]
+VARIANTS = [(name, name, {}) for name in CNNS] + [
     ("unet3plus[conv-then-resample]", "unet3plus", {"skip_order": "conv-then-resample"}),
     ("unet3plus-enhanced-glu[full]", "unet3plus-enhanced-glu", {"glu_mode": "full"}),
     ("unet3plus-enhanced-glu[split]", "unet3plus-enhanced-glu", {"glu_mode": "split"}),

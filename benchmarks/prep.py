@@ -25,7 +25,7 @@ import zarr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from steelseg_hpc.data import load_spec, prepare  # noqa: E402
-from steelseg_hpc.data.runner import TaskRunner  # noqa: E402
+from steelseg_hpc.compute.tasks import TaskRunner  # noqa: E402
 from steelseg_hpc.data.synth import make_synthetic_dataset  # noqa: E402
 
 

@@ -1,6 +1,12 @@
-"""The root click group and the error policy every command shares."""
+"""The root click group, the error policy every command shares, and lazy command modules.
+
+Each command module registers its commands on :data:`main` when imported, and is imported only
+when one of its commands runs (or ``--help`` lists them): ``steelseg-hpc status`` never loads
+torch or DeepSpeed.
+"""
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -8,14 +14,31 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from steelseg_hpc.errors import SteelsegError
+from steelseg_hpc.core.errors import SteelsegError
 
 console = Console()
 err_console = Console(stderr=True)
 
+#: Command name -> the module of ``steelseg_hpc.cli`` that defines it.
+COMMAND_MODULES = {
+    "synth": "data", "prep": "data",
+    "models": "models",
+    "train": "train", "evaluate": "train", "export": "train",
+    "launch": "launch", "status": "launch", "logs": "launch", "cancel": "launch",
+    "demo": "demo",
+}
+
 
 class _Group(click.Group):
-    """A click group that reports user errors as one line and exit code 2, never a traceback."""
+    """Reports user errors as one line and exit code 2 (never a traceback); loads commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"steelseg_hpc.cli.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -31,8 +54,10 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="steelseg-hpc")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """Train and compare segmentation models on SEM images of steel, locally or on SLURM."""
+    ctx.obj = {"verbose": verbose}
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level,

@@ -7,8 +7,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from steelseg_hpc import data
 from steelseg_hpc.cli._app import console, main
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
@@ -37,10 +38,8 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--copies", type=int, default=1, show_default=True, help="Augmented copies per train tile.")
 def synth(out: Path, groups: str, size: str, seed: int, tile_size: int | None, copies: int) -> None:
     """Write a deterministic synthetic SEM steel dataset and its spec.toml."""
-    from steelseg_hpc.data.synth import make_synthetic_dataset
-
     counts = parse_int_list(groups, "--groups")
-    spec_path = make_synthetic_dataset(out, counts, parse_size(size), seed, tile_size=tile_size, copies=copies)
+    spec_path = data.make_synthetic_dataset(out, counts, parse_size(size), seed, tile_size=tile_size, copies=copies)
     console.print(f"wrote {sum(counts)} images in {len(counts)} groups to {out}; spec: {spec_path}")
 
 
@@ -59,9 +58,7 @@ def render_prep_summary(summary) -> Table:
 
 def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force):
     """Load the spec, prepare with a rich progress bar, print the summary table."""
-    from steelseg_hpc.data import load_spec, prepare
-
-    loaded = load_spec(spec, raw_dir=raw, tile_size=tile_size, stride=stride)
+    loaded = data.load_spec(spec, raw_dir=raw, tile_size=tile_size, stride=stride)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("prep", total=None)
@@ -69,7 +66,7 @@ def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, 
         def progress(advance: int, total: int) -> None:
             bar.update(task, total=total, advance=advance)
 
-        summary = prepare(loaded, out, workers=workers, dask_cluster=dask_cluster, profile=profile, force=force, progress=progress)
+        summary = data.prepare(loaded, out, workers=workers, dask_cluster=dask_cluster, profile=profile, force=force, progress=progress)
     console.print(render_prep_summary(summary))
     return summary
 

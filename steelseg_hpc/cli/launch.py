@@ -7,10 +7,14 @@ import time
 import click
 from rich import box
 from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from steelseg_hpc import launch as launch_stage
 from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.compute.slurm import TERMINAL_STATES
+from steelseg_hpc.launch.status import PROBLEM_STATES
 
 _index_option = click.option(
     "--index", "index_path", type=click.Path(dir_okay=False), default=None,
@@ -19,15 +23,13 @@ _index_option = click.option(
 
 
 def _index(path: str | None):
-    from steelseg_hpc.launch.index import ExperimentIndex
-
-    return ExperimentIndex(path)
+    return launch_stage.ExperimentIndex(path)
 
 
 @main.command()
 @click.argument("experiment", type=click.Path(dir_okay=False))
-@click.option("--profile", required=True, type=click.Path(dir_okay=False),
-              help="Cluster profile TOML, e.g. launch/local-cluster.toml.")
+@click.option("--profile", required=True, metavar="NAME|PATH",
+              help="Cluster profile: a name (local-cluster finds launch/local-cluster.toml) or a TOML path.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override an experiment field, e.g. --set store=demo/store.zarr.")
 @click.option("--profile-set", "profile_overrides", multiple=True, metavar="KEY=VALUE",
@@ -39,9 +41,7 @@ def launch(experiment, profile, overrides, profile_overrides, wait, index_path) 
 
     On SLURM the jobs form one job array. EXPERIMENT is a TOML in launch/experiments/.
     """
-    from steelseg_hpc.launch import launch_experiment
-
-    rows = launch_experiment(experiment, profile, list(overrides), list(profile_overrides),
+    rows = launch_stage.launch_experiment(experiment, profile, list(overrides), list(profile_overrides),
                              _index(index_path))
     for row in rows:
         console.print(f"submitted [bold]{row.arch}[/] seed {row.seed}: job {row.job_id} -> {row.run_dir}")
@@ -60,12 +60,10 @@ def status(experiment, watch, as_json, interval, index_path) -> None:
 
     Without EXPERIMENT, the most recently launched one.
     """
-    from steelseg_hpc.launch import collect_status
-
     if watch and not as_json:
         _watch(experiment, _index(index_path), interval)
         return
-    rows = collect_status(experiment, _index(index_path))
+    rows = launch_stage.collect_status(experiment, _index(index_path))
     if as_json:
         click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     else:
@@ -78,9 +76,7 @@ def status(experiment, watch, as_json, interval, index_path) -> None:
 @_index_option
 def logs(job_id, lines, index_path) -> None:
     """Print the stdout and stderr of JOB_ID."""
-    from steelseg_hpc.launch import job_logs
-
-    out = job_logs(job_id, _index(index_path), lines)
+    out = launch_stage.job_logs(job_id, _index(index_path), lines)
     for name in ("stdout", "stderr"):
         console.rule(f"{name}: {out[name + '_path']}", style="dim")
         click.echo(out[name])
@@ -96,9 +92,7 @@ def cancel(target, signal_name, index_path) -> None:
 
     TARGET is an experiment name or a job id.
     """
-    from steelseg_hpc.launch import cancel as cancel_jobs
-
-    rows = cancel_jobs(target, _index(index_path), signal_name)
+    rows = launch_stage.cancel(target, _index(index_path), signal_name)
     verb = f"sent SIG{signal_name} to" if signal_name else "cancelled"
     console.print(f"{verb} {len(rows)} job(s): {', '.join(row.job_id for row in rows)}")
 
@@ -118,8 +112,6 @@ def render_status(rows) -> Group | Text:
     Columns: job id, architecture, (seed), SLURM state, node, elapsed, epoch/total, best val
     Dice, val pixel accuracy, peak memory (GiB), seconds per epoch.
     """
-    from steelseg_hpc.launch.status import PROBLEM_STATES
-
     if not rows:
         return Text("no jobs recorded yet")
     table = Table(title=f"experiment {rows[0].experiment}", title_justify="left",
@@ -150,15 +142,10 @@ def render_status(rows) -> Group | Text:
 
 
 def _watch(experiment, index, interval: float) -> None:
-    from rich.live import Live
-
-    from steelseg_hpc.launch import collect_status
-    from steelseg_hpc.launch.slurm import TERMINAL_STATES
-
     out = console if console.is_terminal else _wide_console()
     with Live(console=out, auto_refresh=False) as live:
         while True:
-            rows = collect_status(experiment, index)
+            rows = launch_stage.collect_status(experiment, index)
             live.update(render_status(rows), refresh=True)
             if rows and all(row.state in TERMINAL_STATES for row in rows):
                 return

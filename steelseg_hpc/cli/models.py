@@ -7,6 +7,8 @@ import click
 from rich.table import Table
 
 from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.models import list_models
+from steelseg_hpc.models.profiling import profile_zoo
 
 
 @main.command()
@@ -20,9 +22,6 @@ from steelseg_hpc.cli._app import console, main
 def models(as_json: bool, tile: int, batch: int, base_channels: int | None, archs: tuple[str, ...],
            device: str, bf16: bool) -> None:
     """List the architectures: parameters, GFLOPs per tile and peak memory of one training step."""
-    from steelseg_hpc.models import list_models
-    from steelseg_hpc.models.profiling import profile_zoo
-
     names = list(archs) or list_models()
     results = profile_zoo(names, tile=tile, batch=batch, base_channels=base_channels,
                           device=device, bf16=bf16)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from steelseg_hpc import training
 from steelseg_hpc.cli._app import console, err_console, main
 
 
@@ -30,16 +31,12 @@ def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage,
     with 128 + the signal number; the same command then resumes mid-epoch. Ctrl-C still stops at
     once, losing the epoch in progress.
     """
-    from steelseg_hpc.training import load_run_config
-    from steelseg_hpc.training import train as run_training
-    from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
-
-    config = load_run_config(config_path, list(overrides), arch=arch, store=store, epochs=epochs,
+    config = training.load_run_config(config_path, list(overrides), arch=arch, store=store, epochs=epochs,
                              batch_size=batch_size, lr=lr, zero_stage=zero_stage, precision=precision)
     try:
-        with StopRequest() as stop:
-            summary = run_training(config, run_dir or Path("runs") / config.model.name, stop=stop)
-    except TrainingPreempted as exc:
+        with training.StopRequest() as stop:
+            summary = training.train(config, run_dir or Path("runs") / config.model.name, stop=stop)
+    except training.TrainingPreempted as exc:
         if os.environ.get("RANK", "0") == "0":
             err_console.print(f"[bold yellow]stopped:[/] {exc}. Run the same command to resume.",
                               highlight=False, soft_wrap=True)
@@ -57,9 +54,7 @@ def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage,
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run_dir, split, tta, as_json) -> None:
     """Sliding-window evaluation of a run's best checkpoint on whole images."""
-    from steelseg_hpc.training import evaluate_run
-
-    result = evaluate_run(run_dir, split=split, tta=tta)
+    result = training.evaluate_run(run_dir, split=split, tta=tta)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

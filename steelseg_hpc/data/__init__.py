@@ -1,9 +1,8 @@
-"""Data: dataset specs, synthetic data, ``prep`` into a Zarr tile store, and loading it back."""
-from steelseg_hpc.data.boxes import mask_to_boxes
-from steelseg_hpc.data.dataset import TileDataset
-from steelseg_hpc.data.prep import PrepSummary, prepare
-from steelseg_hpc.data.spec import DatasetSpec, LoadedSpec, load_spec
-from steelseg_hpc.data.store import StoreInfo, WholeImages, open_store, read_provenance
+"""Data: dataset specs, synthetic data, ``prep`` into a Zarr tile store, and loading it back.
+
+Names are imported on first use (Zarr, albumentations and OpenCV load only when needed).
+"""
+from steelseg_hpc.core.lazy import lazy_exports
 
 __all__ = [
     "DatasetSpec",
@@ -13,8 +12,22 @@ __all__ = [
     "TileDataset",
     "WholeImages",
     "load_spec",
-    "mask_to_boxes",
+    "make_synthetic_dataset",
     "open_store",
     "prepare",
     "read_provenance",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "TileDataset": "dataset",
+    "PrepSummary": "prep",
+    "prepare": "prep",
+    "DatasetSpec": "spec",
+    "LoadedSpec": "spec",
+    "load_spec": "spec",
+    "StoreInfo": "store",
+    "WholeImages": "store",
+    "open_store": "store",
+    "read_provenance": "store",
+    "make_synthetic_dataset": "synth",
+})

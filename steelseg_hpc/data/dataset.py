@@ -17,7 +17,7 @@ import zarr
 from torch.utils.data import Dataset
 
 from steelseg_hpc.data.store import open_store
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 
 
 class TileDataset(Dataset):

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from steelseg_hpc.compute.tasks import TaskRunner
+from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.data.augment import apply_augmentation
 from steelseg_hpc.data.plan import TileJob, TilePlan, build_plan
-from steelseg_hpc.data.runner import TaskRunner
 from steelseg_hpc.data.sources import ImageRecord, discover, load_pair
 from steelseg_hpc.data.spec import SPLITS, LoadedSpec
 from steelseg_hpc.data.store import FORMAT_VERSION, package_versions
-from steelseg_hpc.errors import DataError
 
 log = logging.getLogger(__name__)
 

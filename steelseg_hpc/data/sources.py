@@ -1,6 +1,6 @@
 """Raw images and masks: find them, read them, encode masks as class indices, assign splits.
 
-Every failure here is a :class:`~steelseg_hpc.errors.DataError` naming the file and what was
+Every failure here is a :class:`~steelseg_hpc.core.errors.DataError` naming the file and what was
 expected, because these are the lab's own files and the fix is theirs to make.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from steelseg_hpc.data.spec import SPLITS, ClassMap, LoadedSpec
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 
 Image.MAX_IMAGE_PIXELS = None  # SEM images are large but trusted local files
 

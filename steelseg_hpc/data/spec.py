@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from steelseg_hpc.config import StrictModel, load_toml
+from steelseg_hpc.core.config import StrictModel, load_toml
 
 SPLITS = ("train", "val", "test")
 

@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 
 from steelseg_hpc.data.spec import SPLITS
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 
 FORMAT_VERSION = 1
 _VERSIONED = ("steelseg-hpc", "numpy", "zarr", "albumentations", "dask", "opencv-python-headless", "pillow")

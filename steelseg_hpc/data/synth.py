@@ -19,9 +19,9 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from steelseg_hpc.config import dump_toml
-from steelseg_hpc.errors import ConfigError
-from steelseg_hpc.io import atomic_write_bytes, atomic_write_text
+from steelseg_hpc.core.config import dump_toml
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.core.io import atomic_write_bytes, atomic_write_text
 
 CLASS_NAMES = ("ferrite", "pearlite", "carbide")
 # The lab's masks are RGB with channel values in {0, 128, 255}.

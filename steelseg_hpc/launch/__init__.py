@@ -1,26 +1,13 @@
 """Launch training on SLURM (or locally) with submitit; index, watch and cancel the jobs.
 
 ``launch_experiment`` validates and submits an experiment; ``collect_status`` joins SLURM's view
-with each run directory; ``make_dask_cluster`` gives ``prep`` its Dask workers on SLURM.
+with each run directory; ``cancel`` and ``job_logs`` act on the jobs from any shell. Names are
+imported on first use, so ``status`` never loads the training engine.
 """
-from steelseg_hpc.launch.config import (
-    DEFAULT_ARCHITECTURES,
-    ClusterProfile,
-    Experiment,
-    load_experiment,
-    load_profile,
-)
-from steelseg_hpc.launch.control import cancel, job_logs
-from steelseg_hpc.launch.dask_cluster import make_dask_cluster
-from steelseg_hpc.launch.executor import Executor
-from steelseg_hpc.launch.index import ExperimentIndex, JobRow
-from steelseg_hpc.launch.job import TrainingJob
-from steelseg_hpc.launch.status import JobStatus, collect_status
-from steelseg_hpc.launch.submit import launch_experiment, submit_experiment
+from steelseg_hpc.core.lazy import lazy_exports
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",
-    "ClusterProfile",
     "Executor",
     "Experiment",
     "ExperimentIndex",
@@ -28,11 +15,27 @@ __all__ = [
     "JobStatus",
     "TrainingJob",
     "cancel",
+    "check_experiment",
     "collect_status",
     "job_logs",
     "launch_experiment",
     "load_experiment",
-    "load_profile",
-    "make_dask_cluster",
     "submit_experiment",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DEFAULT_ARCHITECTURES": "config",
+    "Experiment": "config",
+    "load_experiment": "config",
+    "cancel": "control",
+    "job_logs": "control",
+    "Executor": "executor",
+    "ExperimentIndex": "index",
+    "JobRow": "index",
+    "TrainingJob": "job",
+    "JobStatus": "status",
+    "collect_status": "status",
+    "check_experiment": "validate",
+    "launch_experiment": "submit",
+    "submit_experiment": "submit",
+})

@@ -10,8 +10,8 @@ import os
 import signal
 from pathlib import Path
 
-from steelseg_hpc.errors import LaunchError
-from steelseg_hpc.launch import slurm
+from steelseg_hpc.core.errors import LaunchError
+from steelseg_hpc.compute import slurm
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 
 

@@ -1,11 +1,11 @@
 """One executor interface over submitit, for SLURM and for processes on this machine.
 
-:class:`Executor` turns a :class:`~steelseg_hpc.launch.config.ClusterProfile` into submitit
+:class:`Executor` turns a :class:`~steelseg_hpc.compute.profiles.ClusterProfile` into submitit
 parameters once; ``submit`` sends one callable, ``submit_array`` sends many as one SLURM job array
 (``executor.batch()``). Both return submitit jobs, whose ``job_id`` and log paths go to the index.
 
 Example:
-    >>> from steelseg_hpc.launch.config import ClusterProfile
+    >>> from steelseg_hpc.compute.profiles import ClusterProfile
     >>> executor = Executor(ClusterProfile(executor="local"), "/tmp/jobs")  # doctest: +SKIP
     >>> job = executor.submit(sum, [1, 2])                                  # doctest: +SKIP
     >>> job.result()                                                        # doctest: +SKIP
@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from steelseg_hpc.errors import LaunchError
-from steelseg_hpc.launch.config import ClusterProfile
+from steelseg_hpc.core.errors import LaunchError
+from steelseg_hpc.compute.profiles import ClusterProfile
 
 
 def submitit_parameters(profile: ClusterProfile, job_name: str) -> dict[str, Any]:
@@ -83,11 +83,6 @@ class Executor:
             raise LaunchError(f"executor {prefix!r}: {exc}") from None
         except (ValueError, AssertionError) as exc:
             raise LaunchError(f"profile does not translate to submitit parameters: {exc}") from None
-
-    @property
-    def backend(self) -> str:
-        """``"slurm"`` or ``"local"``."""
-        return self.profile.executor
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any):
         """Submit ``fn(*args, **kwargs)`` as one job; returns a submitit Job."""

@@ -21,7 +21,7 @@ import time
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.core.errors import LaunchError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (

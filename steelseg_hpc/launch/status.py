@@ -1,7 +1,7 @@
 """What every job of an experiment is doing: SLURM's state joined with its run directory.
 
 The index says which jobs exist; SLURM (squeue/sacct) says their state, node and elapsed time;
-the run directory's ``metrics.jsonl`` and ``final.json`` say how far training got and how well.
+the run directory (read through :mod:`steelseg_hpc.core.rundir`) says how far training got and how well.
 Local-executor jobs have no scheduler: their state comes from the process and submitit's result.
 
 Example:
@@ -11,7 +11,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -19,8 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steelseg_hpc.launch import slurm
+from steelseg_hpc.compute import slurm
+from steelseg_hpc.core import rundir
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+
+#: Prefix of the line a failing job writes to stderr; ``status`` reports the text after it.
+ERROR_MARKER = "[steelseg] job failed:"
 
 #: States for which ``status`` shows why and the tail of stderr.
 PROBLEM_STATES = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
@@ -55,58 +58,21 @@ class JobStatus:
         return asdict(self)
 
 
-def _pick(record: dict[str, Any], *names: str) -> Any:
-    """The first of ``names`` present in ``record``; ``a.b`` looks into nested dicts."""
-    for name in names:
-        value: Any = record
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-    return None
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The run's ``metrics.jsonl`` records (a torn last line, mid-write, is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def read_final(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``final.json`` (written when the run completes), or ``None``."""
-    try:
-        return json.loads((Path(run_dir) / "final.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _fill_metrics(status: JobStatus) -> None:
-    records = read_metrics(status.run_dir)
-    final = read_final(status.run_dir) or {}
-    if records:
-        last = records[-1]
-        status.epoch = _pick(last, "epoch")
-        dices = [d for d in (_pick(r, "val_dice", "val.dice_macro", "val_dice_macro") for r in records)
-                 if isinstance(d, (int, float))]
-        status.best_val_dice = max(dices) if dices else None
-        status.pixel_accuracy = _pick(last, "val_pixel_accuracy", "val.pixel_accuracy")
-        status.peak_memory_mb = _pick(last, "peak_memory_mb", "peak_mem_mb")
-        status.epoch_seconds = _pick(last, "epoch_seconds", "epoch_time_s")
-    best = _pick(final, "best_val_dice", "best.val_dice")
-    if isinstance(best, (int, float)):
-        status.best_val_dice = best
-    if status.epochs_total is None:
-        status.epochs_total = _pick(final, "epochs")
+    rows = rundir.read_metrics(status.run_dir)
+    final = rundir.read_final(status.run_dir)
+    if rows:
+        last = rows[-1]
+        status.epoch = last.epoch
+        status.best_val_dice = rundir.best_value(rows, "val_dice")
+        status.pixel_accuracy = last.val_pixel_accuracy
+        status.peak_memory_mb = last.peak_memory_mb
+        status.epoch_seconds = last.epoch_seconds
+    if final is not None:
+        if final.best_val_dice is not None:
+            status.best_val_dice = final.best_val_dice
+        if status.epochs_total is None:
+            status.epochs_total = final.epochs_planned
 
 
 def tail(path: str | Path, lines: int = 8) -> list[str]:
@@ -127,8 +93,6 @@ _EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:\w+\.)*\w*(?:Error|Excep
 
 def failure_reason(stderr_path: str | Path) -> str:
     """Why a job failed, from its stderr: the job's own error line, else the last exception."""
-    from steelseg_hpc.launch.job import ERROR_MARKER
-
     lines = tail(stderr_path, lines=400)
     for line in reversed(lines):
         if line.startswith(ERROR_MARKER):

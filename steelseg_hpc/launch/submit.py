@@ -12,13 +12,14 @@ import logging
 import os
 from pathlib import Path
 
-from steelseg_hpc.errors import LaunchError
-from steelseg_hpc.launch import slurm
-from steelseg_hpc.launch.config import ClusterProfile, Experiment, load_experiment, load_profile
+from steelseg_hpc.compute import slurm
+from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
+from steelseg_hpc.core.errors import LaunchError
+from steelseg_hpc.launch.config import Experiment, load_experiment
 from steelseg_hpc.launch.executor import Executor
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 from steelseg_hpc.launch.job import TrainingJob
-from steelseg_hpc.launch.validate import check_experiment, check_profile
+from steelseg_hpc.launch.validate import check_experiment
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,6 @@ def _absolute(experiment: Experiment) -> Experiment:
     if experiment.run_config is not None:
         update["run_config"] = experiment.run_config.absolute()
     return experiment.model_copy(update=update)
-
-
-def _epochs_total(job: TrainingJob) -> int | None:
-    config = job.load_config()
-    for path in (("epochs",), ("train", "epochs"), ("schedule", "epochs"), ("optim", "epochs")):
-        value = config
-        for part in path:
-            value = getattr(value, part, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) -> None:
@@ -88,23 +78,22 @@ def submit_experiment(
     index = index or ExperimentIndex()
     experiment = _absolute(experiment)
     check_profile(profile)
-    check_experiment(experiment)
+    resolved = check_experiment(experiment)
     _refuse_active_duplicates(index, experiment)
 
-    runs = experiment.runs()
-    jobs = [TrainingJob(run.arch, run.seed, experiment.store, experiment.run_config,
-                        run.overrides, run.run_dir) for run in runs]
+    jobs = [TrainingJob(item.run.run_dir, item.config) for item in resolved]
     executor = Executor(profile, experiment.folder() / "jobs", job_name=experiment.name)
     submitted = executor.submit_array(jobs)
 
     index.record_experiment(experiment.name, experiment.folder(), experiment_file, profile_file,
                             profile.executor)
     rows = []
-    for run, job, handle in zip(runs, jobs, submitted):
+    for item, job, handle in zip(resolved, jobs, submitted):
+        run = item.run
         row = JobRow(
             job_id=str(handle.job_id), experiment=experiment.name, arch=run.arch, seed=run.seed,
             run_dir=str(run.run_dir), executor=profile.executor, stdout=str(handle.paths.stdout),
-            stderr=str(handle.paths.stderr), epochs_total=_epochs_total(job),
+            stderr=str(handle.paths.stderr), epochs_total=item.config.epochs,
         )
         index.record_job(row)
         rows.append(row)
@@ -122,10 +111,13 @@ def launch_experiment(
     """Load an experiment and a profile from TOML (with overrides) and submit it.
 
     Args:
+        profile_path: a profile TOML, or its name (``local-cluster`` finds
+            ``launch/local-cluster.toml``).
         overrides: ``KEY=VALUE`` overrides of the experiment (``store=...``, ``seeds=[0,1]``).
         profile_overrides: ``KEY=VALUE`` overrides of the profile (``time_min=5``).
     """
     experiment = load_experiment(experiment_path, overrides)
-    profile = load_profile(profile_path, profile_overrides)
+    profile_file = resolve_profile_path(profile_path)
+    profile = load_profile(profile_file, profile_overrides)
     return submit_experiment(experiment, profile, index, str(Path(experiment_path).absolute()),
-                             str(Path(profile_path).absolute()))
+                             str(profile_file.absolute()))

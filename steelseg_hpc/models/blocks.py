@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from kornia.filters import MaxBlurPool2D
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 NORMS = ("batch", "group", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "glu")

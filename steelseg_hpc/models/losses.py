@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 # Wang et al.'s five scale weights (as in pytorch-msssim); fewer scales use a renormalised prefix.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

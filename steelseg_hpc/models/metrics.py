@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 
 class SegmentationMetrics(nn.Module):

@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from steelseg_hpc.models.registry import build_model
+from steelseg_hpc.models.registry import architecture, build_model
 
 
 @dataclass(frozen=True)
@@ -195,17 +195,13 @@ def profile_architecture(name: str, *, tile: int = 64, batch: int = 2,
     return ArchProfile(label or name, count_parameters(model), gflops, step_s, peak)
 
 
-# The CNN zoo of issue 3; these take ``base_channels`` (other registered models may not).
-CNN_ARCHITECTURES = ("unet3plus", "unet3plus-enhanced", "unet3plus-enhanced-glu",
-                     "elunet", "elunet-enhanced", "elunet-enhanced-glu")
-
-
 def profile_zoo(names: list[str], *, tile: int, batch: int, base_channels: int | None = None,
                 device: str = "cpu", bf16: bool = False, repeats: int = 0,
                 ) -> list[ArchProfile | tuple[str, str]]:
     """Profile each architecture; one that fails to build or run gives ``(name, error text)``.
 
-    ``base_channels`` (None = each model's default, the paper width) only goes to the CNNs.
+    ``base_channels`` (None = each model's default, the paper width) only goes to the
+    architectures that have a width option (the registry says which).
 
     Example:
         >>> [p.name for p in profile_zoo(["elunet"], tile=32, batch=1, base_channels=4)]
@@ -213,7 +209,8 @@ def profile_zoo(names: list[str], *, tile: int, batch: int, base_channels: int |
     """
     results: list[ArchProfile | tuple[str, str]] = []
     for name in names:
-        options = {"base_channels": base_channels} if base_channels and name in CNN_ARCHITECTURES else {}
+        width = architecture(name).width_option
+        options = {width: base_channels} if base_channels and width else {}
         try:
             results.append(profile_architecture(name, tile=tile, batch=batch, device=device,
                                                 bf16=bf16, repeats=repeats, **options))

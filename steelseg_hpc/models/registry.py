@@ -1,30 +1,85 @@
-"""The model registry: architectures register a builder under a name; ``build_model`` builds one.
+"""The model registry: each architecture registers a builder and what other stages need to know.
+
+An :class:`Architecture` says, besides how to build the model, which family it belongs to and which
+variant of it it is (so a report can compare Enhanced with its vanilla model), which loss section
+of the run config trains it, whether it has a width option, and what a run checkpoints (all
+weights, or only the trainable ones on top of a base checkpoint, as LoRA does). Other stages ask
+the registry instead of guessing from names.
 
 Example:
-    >>> from steelseg_hpc.models import build_model, list_models
+    >>> from steelseg_hpc.models import architecture, build_model, list_models
     >>> "unet3plus" in list_models()
     True
+    >>> arch = architecture("unet3plus-enhanced")
+    >>> arch.family, arch.variant, arch.vanilla, arch.width_option
+    ('unet3plus', 'enhanced', 'unet3plus', 'base_channels')
     >>> model = build_model("unet3plus", in_channels=1, num_classes=3, base_channels=4)
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import torch.nn as nn
+from steelseg_hpc.core.errors import ConfigError
 
-from steelseg_hpc.errors import ConfigError
+ModelBuilder = Callable[..., Any]
+LossKind = Literal["dense", "sam"]
+CheckpointKind = Literal["full", "trainable"]
 
-ModelBuilder = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelBuilder] = {}
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered architecture.
+
+    Attributes:
+        name: The registry name (``model.name`` in a run config).
+        builder: ``builder(in_channels, num_classes, **options) -> nn.Module``.
+        family: Architectures compared with each other (``"unet3plus"``, ``"elunet"``, ``"sam"``).
+        variant: ``"vanilla"``, ``"enhanced"``, ``"enhanced-glu"``, ``"lora"``, ...
+        loss: The run-config loss section that trains it: ``"dense"`` (``[loss]``) or ``"sam"``
+            (``[loss.sam]``).
+        width_option: The option that scales its width (``"base_channels"``), or None.
+        checkpoint: ``"full"``: a run saves every weight; ``"trainable"``: only the trainable
+            tensors (and their optimizer state), the frozen rest comes from a base checkpoint.
+        summary: One line describing it.
+    """
+
+    name: str
+    builder: ModelBuilder
+    family: str
+    variant: str = "vanilla"
+    loss: LossKind = "dense"
+    width_option: str | None = "base_channels"
+    checkpoint: CheckpointKind = "full"
+    summary: str = ""
+
+    @property
+    def vanilla(self) -> str | None:
+        """The name of this family's vanilla architecture (None if the family has none)."""
+        for candidate in _REGISTRY.values():
+            if candidate.family == self.family and candidate.variant == "vanilla":
+                return candidate.name
+        return None
 
 
-def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: register ``builder(in_channels, num_classes, **options)`` under ``name``."""
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(name: str, *, family: str, variant: str = "vanilla", loss: LossKind = "dense",
+             width_option: str | None = "base_channels", checkpoint: CheckpointKind = "full",
+             ) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: register ``builder(in_channels, num_classes, **options)`` under ``name``.
+
+    The builder's docstring's first line becomes the architecture's summary.
+    """
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = builder
+        summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
+        _REGISTRY[name] = Architecture(name, builder, family, variant, loss, width_option,
+                                       checkpoint, summary)
         return builder
 
     return decorator
@@ -35,15 +90,30 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any) -> nn.Module:
+def architectures() -> list[Architecture]:
+    """Every registered architecture, in registration order (the lab's comparison order)."""
+    return list(_REGISTRY.values())
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry of ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any) -> Any:
     """Build the architecture registered as ``name``.
 
     Raises:
         ConfigError: unknown name, or an option the architecture does not take.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
+    entry = architecture(name)
     try:
-        return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **options)
+        return entry.builder(in_channels=in_channels, num_classes=num_classes, **options)
     except TypeError as exc:
         raise ConfigError(f"architecture {name!r}: {exc}") from None

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from steelseg_hpc.models.boxes import mask_to_boxes
+
 # Score of a class at pixels that no box of that class covers: far below any real logit but
 # finite, so softmax and bf16 stay well defined.
 NO_BOX_LOGIT = -1.0e4
@@ -28,11 +30,8 @@ NO_BOX_LOGIT = -1.0e4
 def tile_boxes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes ``[K, 4]`` (xyxy pixel edges, exclusive ends) and class ids ``[K]`` of one mask.
 
-    Thin wrapper over ``steelseg_hpc.data.mask_to_boxes`` (8-connected components of every
-    class present, in one list), imported lazily: the data package pulls in Zarr and Dask.
+    The 8-connected components of every class present, in one list (:func:`mask_to_boxes`).
     """
-    from steelseg_hpc.data import mask_to_boxes
-
     boxes, class_ids = mask_to_boxes(mask)
     return boxes.to(torch.float32).reshape(-1, 4), class_ids.to(torch.int64).reshape(-1)
 

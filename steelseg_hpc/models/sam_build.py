@@ -4,8 +4,8 @@ Variants ``vit_b``, ``vit_l`` and ``vit_h`` come from ``segment_anything.sam_mod
 ``tiny`` is built from the same package classes (same block structure: windowed blocks, one
 global block, decomposed relative positions) but small enough to run CPU tests in milliseconds.
 Checkpoints are local paths only (nothing is downloaded): a missing file raises
-:class:`~steelseg_hpc.errors.ConfigError`, a truncated or mismatched one
-:class:`~steelseg_hpc.errors.DataError`, each naming the file.
+:class:`~steelseg_hpc.core.errors.ConfigError`, a truncated or mismatched one
+:class:`~steelseg_hpc.core.errors.DataError`, each naming the file.
 
 ``image_size`` other than the variant's native size (1024 for the ViTs, 128 for ``tiny``)
 interpolates the absolute position embedding and the global blocks' relative-position tables
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from steelseg_hpc.errors import ConfigError, DataError
+from steelseg_hpc.core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def build_sam(variant: str, checkpoint: str | Path | None = None, image_size: in
         >>> build_sam("vit_b", checkpoint="/no/such/sam_vit_b.pth")
         Traceback (most recent call last):
         ...
-        steelseg_hpc.errors.ConfigError: SAM checkpoint /no/such/sam_vit_b.pth does not exist; ...
+        steelseg_hpc.core.errors.ConfigError: SAM checkpoint /no/such/sam_vit_b.pth does not exist; ...
     """
     if variant not in SAM_VARIANTS:
         raise ConfigError(f"unknown SAM variant {variant!r}; choose one of: {', '.join(SAM_VARIANTS)}")

@@ -27,8 +27,8 @@ import torch.nn as nn
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from steelseg_hpc.errors import DataError
-from steelseg_hpc.io import atomic_write_bytes
+from steelseg_hpc.core.errors import DataError
+from steelseg_hpc.core.io import atomic_write_bytes
 from steelseg_hpc.models.sam_lora import LoRA_qkv, SamLoRA
 
 _KEYS_METADATA = "steelseg_trainable_keys"

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from segment_anything.modeling import Sam
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 
 class LoRA_qkv(nn.Module):  # noqa: N801 - named as in the lab's Algorithm 1

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import sam_io
 from steelseg_hpc.models.registry import register
 from steelseg_hpc.models.sam_attention import use_sdpa_attention
@@ -210,7 +210,11 @@ class SamSegmenter(nn.Module):
         return sam_io.merge_lora(self)
 
 
-@register("sam-lora")
+@register("sam-lora", family="sam", variant="lora", loss="sam", width_option=None,
+          checkpoint="trainable")
 def build_sam_lora(in_channels: int = 1, num_classes: int = 3, **options) -> SamSegmenter:
-    """Registry builder: ``build_model("sam-lora", rank=4, variant="vit_b", checkpoint=PATH)``."""
+    """SAM with LoRA on q and v of the image encoder's fused qkv (rank 0: full fine-tuning).
+
+    ``build_model("sam-lora", rank=4, variant="vit_b", checkpoint=PATH)``.
+    """
     return SamSegmenter(num_classes=num_classes, in_channels=in_channels, **options)

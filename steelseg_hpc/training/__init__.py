@@ -1,14 +1,30 @@
 """The training engine: DeepSpeed runs on the Zarr store, resumable, with whole-image evaluation.
 
+Names are imported on first use (torch and DeepSpeed load only when needed).
+
 Example:
     >>> from steelseg_hpc.training import RunConfig, load_run_config
     >>> load_run_config(None, ["zero_stage=1"]).zero_stage
     1
 """
-from steelseg_hpc.training.api import evaluate_run as evaluate_run
-from steelseg_hpc.training.api import train as train
-from steelseg_hpc.training.config import RunConfig as RunConfig
-from steelseg_hpc.training.config import load_run_config as load_run_config
-from steelseg_hpc.training.config import load_saved_config as load_saved_config
+from steelseg_hpc.core.lazy import lazy_exports
 
-__all__ = ["RunConfig", "evaluate_run", "load_run_config", "load_saved_config", "train"]
+__all__ = [
+    "RunConfig",
+    "StopRequest",
+    "TrainingPreempted",
+    "evaluate_run",
+    "load_run_config",
+    "load_saved_config",
+    "train",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "train": "api",
+    "RunConfig": "config",
+    "load_run_config": "config",
+    "load_saved_config": "config",
+    "evaluate_run": "evaluate",
+    "StopRequest": "preemption",
+    "TrainingPreempted": "preemption",
+})

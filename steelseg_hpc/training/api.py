@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from steelseg_hpc.errors import DataError, TrainingError
-from steelseg_hpc.io import atomic_write_json
+from steelseg_hpc.core.errors import DataError, TrainingError
+from steelseg_hpc.core.io import atomic_write_json
+from steelseg_hpc.data import open_store
+from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import build_loaders
@@ -147,8 +149,6 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> 
         TrainingError: a non-finite loss, or an unloadable checkpoint.
         TrainingPreempted: ``stop`` was requested; the checkpoint it names holds all progress.
     """
-    from steelseg_hpc.data import open_store
-
     if not config.data.store:
         raise DataError("no store given: pass --store STORE.zarr or set data.store")
     store = open_store(config.data.store)
@@ -216,8 +216,6 @@ def _save_mid_epoch(checkpoints: CheckpointManager, engine, env: DistEnv, state:
 
 def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store,
          stop: StopRequest | None = None) -> dict:
-    from steelseg_hpc.models.metrics import SegmentationMetrics
-
     loaders = build_loaders(config, env.rank, env.world_size)
     engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch)
     metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)

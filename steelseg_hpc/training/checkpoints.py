@@ -39,7 +39,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from steelseg_hpc.io import atomic_write_json, atomic_write_text
+from steelseg_hpc.core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

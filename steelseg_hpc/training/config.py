@@ -22,8 +22,9 @@ from typing import Any, Literal
 import tomllib
 from pydantic import ConfigDict, Field
 
-from steelseg_hpc.config import StrictModel, apply_overrides, dump_toml, read_toml, validate
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.config import StrictModel, apply_overrides, dump_toml, read_toml, validate
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.models import architecture, build_model
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class RunConfig(StrictModel):
 
     def loss_weights(self) -> LossWeights:
         """The loss weights for this architecture (SAM models have their own)."""
-        return self.loss.sam if self.model.name.startswith("sam") else self.loss
+        return self.loss.sam if architecture(self.model.name).loss == "sam" else self.loss
 
     def to_toml(self) -> str:
         """The resolved configuration as TOML text (what ``config.toml`` in a run dir holds)."""
@@ -164,8 +165,6 @@ def check_model_options(config: RunConfig) -> None:
         ConfigError: the registry rejects the name or an option.
     """
     import torch
-
-    from steelseg_hpc.models import build_model
 
     try:
         with torch.device("meta"):

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
+from steelseg_hpc.data import TileDataset
 from steelseg_hpc.training.config import RunConfig
 
 
@@ -106,8 +107,6 @@ def build_loaders(config: RunConfig, rank: int, world_size: int,
     Raises:
         DataError: too few training tiles for one optimiser step per rank.
     """
-    from steelseg_hpc.data import TileDataset
-
     if train_set is None:
         train_set = TileDataset(config.data.store, config.data.train_split)
     if val_set is None:

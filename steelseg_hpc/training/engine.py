@@ -17,7 +17,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.models import build_model
+from steelseg_hpc.models.losses import SegmentationLoss
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
 from steelseg_hpc.training.distributed import DistEnv
@@ -62,15 +64,11 @@ class TrainStep(nn.Module):
 
 def build_model_for_run(config: RunConfig, num_classes: int) -> nn.Module:
     """The run's architecture with its options (seeded, so every rank starts identical)."""
-    from steelseg_hpc.models import build_model
-
     torch.manual_seed(config.seed)
     return build_model(config.model.name, in_channels=1, num_classes=num_classes, **config.model.options())
 
 
 def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
-    from steelseg_hpc.models.losses import SegmentationLoss
-
     weights = config.loss_weights()
     return SegmentationLoss(num_classes, focal_weight=weights.focal_weight,
                             jaccard_weight=weights.jaccard_weight,

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steelseg_hpc.errors import TrainingError
-from steelseg_hpc.io import atomic_write_bytes, atomic_write_json
+from steelseg_hpc.core.errors import TrainingError
+from steelseg_hpc.core.io import atomic_write_bytes, atomic_write_json
+from steelseg_hpc.data import WholeImages, open_store
+from steelseg_hpc.models import build_model
+from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import load_saved_config
 from steelseg_hpc.training.engine import WEIGHTS_FILE, load_weights
@@ -68,8 +71,6 @@ def _checkpoint_weights(run_dir: Path) -> tuple[str, dict]:
 
 def load_trained_model(run_dir: Path) -> tuple[torch.nn.Module, str, dict]:
     """The run's model with its best weights, in eval mode: ``(model, tag, weights file dict)``."""
-    from steelseg_hpc.models import build_model
-
     tag, saved = _checkpoint_weights(run_dir)
     model = build_model(saved["arch"], in_channels=1, num_classes=saved["num_classes"], **saved["options"])
     model.load_state_dict(saved["state_dict"])
@@ -101,9 +102,6 @@ def evaluate_run(run_dir: Path, split: str = "test", tta: bool = False) -> dict:
         ``{"split", "checkpoint", "tta", "class_names", "overall": {pixel_accuracy, dice_macro,
         miou, dice_per_class, iou_per_class, confusion}, "per_image": [{name, ...}], "output_dir"}``.
     """
-    from steelseg_hpc.data import WholeImages, open_store
-    from steelseg_hpc.models.metrics import SegmentationMetrics
-
     run_dir = Path(run_dir)
     config = load_saved_config(run_dir / "config.toml")
     tta = tta or config.eval.tta

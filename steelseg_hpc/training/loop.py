@@ -3,7 +3,7 @@
 The epoch runs exactly ``micro_batches_per_epoch`` micro-batches (a multiple of the accumulation
 steps), so optimiser steps never straddle epochs and a resumed run replays the same steps. A
 non-finite loss on any rank stops every rank at the next optimiser-step boundary, before the
-update, with a :class:`~steelseg_hpc.errors.TrainingError`.
+update, with a :class:`~steelseg_hpc.core.errors.TrainingError`.
 
 Before each optimiser step (so never inside a gradient-accumulation cycle) the loop asks whether
 any rank received a stop signal (:class:`~steelseg_hpc.training.preemption.StopRequest`); if so
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from steelseg_hpc.errors import TrainingError
+from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.training.data_loading import Loaders
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped, capture_rng, restore_rng
 from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm

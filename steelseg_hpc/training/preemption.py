@@ -29,7 +29,7 @@ STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 class TrainingPreempted(Exception):
     """``train`` stopped early because a stop was requested; its state is in ``checkpoint``.
 
-    Not a :class:`~steelseg_hpc.errors.SteelsegError`: nothing is wrong, the run resumes from
+    Not a :class:`~steelseg_hpc.core.errors.SteelsegError`: nothing is wrong, the run resumes from
     ``checkpoint`` (or from the latest one, when nothing new was trained) when started again.
 
     Attributes:

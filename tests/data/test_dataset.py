@@ -3,7 +3,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from steelseg_hpc.data import TileDataset
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 
 
 def test_items_are_float_images_and_long_masks(tiny_store):

@@ -7,7 +7,7 @@ from steelseg_hpc.data import TileDataset, WholeImages, load_spec, open_store, p
 from steelseg_hpc.data import augment as augment_module
 from steelseg_hpc.data.sources import discover
 from steelseg_hpc.data.tiling import windows
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 
 from .helpers import copy_raw, edit_spec, snapshot
 
@@ -144,7 +144,7 @@ def test_pooled_random_split_needs_explicit_leak_acknowledgement(synthetic_raw, 
     start = text.index("[split]")
     end = text.index("[tiling]")
     spec.write_text(text[:start] + '[split]\nmethod = "pooled-random"\n\n' + text[end:])
-    from steelseg_hpc.errors import ConfigError
+    from steelseg_hpc.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="allow_tile_leakage"):
         load_spec(spec)

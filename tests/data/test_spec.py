@@ -1,9 +1,9 @@
 import pytest
 
-from steelseg_hpc.config import apply_overrides
+from steelseg_hpc.core.config import apply_overrides
 from steelseg_hpc.data.sources import discover, read_mask
 from steelseg_hpc.data.spec import ClassMap, load_spec
-from steelseg_hpc.errors import ConfigError, DataError
+from steelseg_hpc.core.errors import ConfigError, DataError
 
 from ..conftest import REPO
 from .helpers import copy_raw, edit_spec

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from steelseg_hpc.launch.config import ClusterProfile, Experiment, load_experiment, load_profile
+from steelseg_hpc.compute.profiles import ClusterProfile, load_profile
+from steelseg_hpc.launch.config import Experiment, load_experiment
 from steelseg_hpc.launch.index import ExperimentIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def tiny_experiment(name: str, store: Path, runs_root: Path, archs=("unet3plus",
 def wait_for_jobs(experiment: str, index: ExperimentIndex, timeout: float = 240,
                   until=None) -> list:
     """Poll ``collect_status`` until ``until(rows)`` (default: every job ended and accounted)."""
-    from steelseg_hpc.launch.slurm import TERMINAL_STATES
+    from steelseg_hpc.compute.slurm import TERMINAL_STATES
     from steelseg_hpc.launch.status import collect_status
 
     until = until or (lambda rows: all(row.state in TERMINAL_STATES for row in rows))

@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from steelseg_hpc.errors import ConfigError
-from steelseg_hpc.launch.config import (
-    DEFAULT_ARCHITECTURES,
-    ClusterProfile,
-    Experiment,
-    load_experiment,
-    load_profile,
-)
-from steelseg_hpc.launch.dask_cluster import slurm_cluster_options
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.compute.dask_cluster import slurm_cluster_options
+from steelseg_hpc.compute.profiles import ClusterProfile, load_profile
+from steelseg_hpc.launch.config import DEFAULT_ARCHITECTURES, Experiment, load_experiment
 from steelseg_hpc.launch.executor import submitit_parameters
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,14 +1,13 @@
 """The experiment index and the status readers, without any cluster."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
-from steelseg_hpc.launch.slurm import parse_gpu_count
-from steelseg_hpc.launch.status import read_metrics, tail
+from steelseg_hpc.compute.slurm import parse_gpu_count
+from steelseg_hpc.launch.status import tail
 
 
 def _row(job_id: str, run_dir: str, experiment: str = "e", arch: str = "unet3plus") -> JobRow:
@@ -39,12 +38,6 @@ def test_index_errors_are_launch_errors(tmp_path):
 def test_index_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("STEELSEG_INDEX", str(tmp_path / "x.sqlite"))
     assert ExperimentIndex().path == tmp_path / "x.sqlite"
-
-
-def test_metrics_reader_skips_a_torn_last_line(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n{\"epoch\": 2, \"val")
-    assert read_metrics(tmp_path) == [{"epoch": 1}]
-    assert read_metrics(tmp_path / "nothing") == []
 
 
 def test_tail_of_a_log(tmp_path):

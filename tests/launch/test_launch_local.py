@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from steelseg_hpc.launch import job_logs, submit_experiment
-from steelseg_hpc.launch.config import load_profile
+from steelseg_hpc.compute.profiles import load_profile
 
 from .conftest import REPO, tiny_experiment, wait_for_jobs
 

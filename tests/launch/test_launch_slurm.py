@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
-from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch import cancel, job_logs, submit_experiment
-from steelseg_hpc.launch.status import read_metrics
+from steelseg_hpc.core.rundir import read_metrics
 
 from .conftest import (
     SMOKE,
@@ -97,13 +97,13 @@ def test_usr2_mid_epoch_requeues_and_resumes_that_epoch_to_the_same_result(
                            (run_dir / "train.log").read_text())
     assert resumed_at, (run_dir / "train.log").read_text()
     assert 0 < int(resumed_at.group(2)) < 12 and int(resumed_at.group(1)) == int(resumed_at.group(2))
-    epochs = [record["epoch"] for record in read_metrics(status.run_dir)]
+    epochs = [record.epoch for record in read_metrics(status.run_dir)]
     assert epochs == [1, 2]
     uninterrupted = next(r for r in smoke_array["rows"] if r["arch"] == "unet3plus")
     reference = read_metrics(uninterrupted["run_dir"])
     resumed = read_metrics(status.run_dir)
     for key in ("train_loss", "train_dice", "val_dice", "val_pixel_accuracy"):
-        assert resumed[-1][key] == pytest.approx(reference[-1][key], rel=1e-3, abs=1e-4), key
+        assert getattr(resumed[-1], key) == pytest.approx(getattr(reference[-1], key), rel=1e-3, abs=1e-4), key
 
 
 def test_cancel_stops_a_running_experiment(slurm_cluster, tiny_store, tmp_path, index):
@@ -135,6 +135,6 @@ def test_two_task_job_trains_with_world_size_two(slurm_cluster, tiny_store, tmp_
     (status,) = wait_for_jobs("ddp", index, timeout=240)
     assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
     (record,) = read_metrics(status.run_dir)
-    assert record["world_size"] == 2
+    assert record.world_size == 2
     stdout = job_logs(row.job_id, index)["stdout"]
     assert "rank 0/2" in stdout

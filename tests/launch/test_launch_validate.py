@@ -7,11 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
-from steelseg_hpc.errors import ConfigError, LaunchError
+from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.launch import submit_experiment
-from steelseg_hpc.launch.config import ClusterProfile
+from steelseg_hpc.compute.profiles import ClusterProfile, check_profile
 from steelseg_hpc.launch.executor import Executor
-from steelseg_hpc.launch.validate import check_profile
 
 from .conftest import SMOKE, cluster_profile, tiny_experiment
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from kornia.filters import MaxBlurPool2D
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models.blocks import (
     BlockOptions,
     ConvNormAct,

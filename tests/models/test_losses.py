@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import build_model
 from steelseg_hpc.models.losses import SegmentationLoss, msssim_geometry, multiscale_ssim
 

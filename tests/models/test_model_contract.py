@@ -1,6 +1,7 @@
-"""The dense-model contract (docs/contracts.md), run for every registered CNN of the zoo.
+"""The dense-model contract (docs/contracts.md), run for every registered architecture with a width.
 
-Like smp's BaseModelTester: one suite, every architecture. Tiny widths and tiles keep it fast.
+Like smp's BaseModelTester: one suite, every architecture the registry lists, so a new
+architecture is tested without editing a list here. Tiny widths and tiles keep it fast.
 """
 from __future__ import annotations
 
@@ -9,18 +10,26 @@ import io
 import pytest
 import torch
 
-from steelseg_hpc.errors import ConfigError
-from steelseg_hpc.models import build_model, list_models
-from steelseg_hpc.models.profiling import CNN_ARCHITECTURES
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.models import architecture, architectures, build_model
+
+# Dense models with a width option: the contract below builds them at a tiny width.
+DENSE = [arch.name for arch in architectures() if arch.width_option == "base_channels"]
 
 WIDTH = 4
 
 
-def test_every_zoo_architecture_is_registered():
-    assert set(CNN_ARCHITECTURES) <= set(list_models())
+def test_the_registry_holds_the_lab_zoo_with_families_and_vanillas():
+    assert len(DENSE) == 6
+    for name in DENSE:
+        arch = architecture(name)
+        assert arch.family in ("unet3plus", "elunet") and arch.loss == "dense"
+        assert arch.vanilla == arch.family and arch.checkpoint == "full" and arch.summary
+    sam = architecture("sam-lora")
+    assert (sam.family, sam.loss, sam.width_option, sam.checkpoint) == ("sam", "sam", None, "trainable")
 
 
-@pytest.mark.parametrize("name", CNN_ARCHITECTURES)
+@pytest.mark.parametrize("name", DENSE)
 class TestModelContract:
     @pytest.mark.parametrize("height,width", [(96, 80), (33, 47), (16, 16)])
     def test_logits_keep_input_size(self, name, height, width):

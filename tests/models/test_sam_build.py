@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steelseg_hpc.errors import ConfigError, DataError
+from steelseg_hpc.core.errors import ConfigError, DataError
 from steelseg_hpc.models import build_model
 from steelseg_hpc.models.sam_build import build_sam, build_tiny_sam
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from steelseg_hpc.errors import DataError
+from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.models import build_model
 from steelseg_hpc.models.sam_build import build_sam, build_tiny_sam
 from steelseg_hpc.models.sam_lora import lora_modules

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models.sam_build import build_tiny_sam
 from steelseg_hpc.models.sam_lora import LoRA_qkv, SamLoRA, lora_modules
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import build_model, list_models
 from steelseg_hpc.models.sam_box_prompt import NO_BOX_LOGIT, box_targets, merge_box_logits
 from steelseg_hpc.models.sam_geometry import (

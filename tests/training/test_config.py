@@ -1,7 +1,7 @@
 """Run config: defaults, file < flags < --set, model options checked, resume differences."""
 import pytest
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.training.config import config_differences, load_run_config, load_saved_config
 from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
 

@@ -1,5 +1,5 @@
 """Rank and rendezvous come from torchrun, SLURM, or default to a single process."""
-from steelseg_hpc.training.distributed import expand_nodelist, resolve_dist_env
+from steelseg_hpc.training.distributed import resolve_dist_env
 
 
 def test_torchrun_variables_win():
@@ -10,7 +10,7 @@ def test_torchrun_variables_win():
 
 
 def test_slurm_variables_and_master_from_node_list():
-    environ = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+    environ = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "4",
                "SLURM_JOB_NODELIST": "gpu-a[003-004,010],gpu-b7", "SLURM_JOB_ID": "4242"}
     env = resolve_dist_env(environ)
     assert (env.rank, env.world_size, env.local_rank, env.launcher) == (5, 8, 1, "slurm")
@@ -26,7 +26,17 @@ def test_single_process_gets_a_complete_environment():
     assert env.master_port > 0
 
 
-def test_expand_nodelist():
-    assert expand_nodelist("n1") == ["n1"]
-    assert expand_nodelist("n[1-3],m[08-09]") == ["n1", "n2", "n3", "m08", "m09"]
-    assert expand_nodelist("rack[1-2]-n[1-2]") == ["rack1-n1", "rack1-n2", "rack2-n1", "rack2-n2"]
+def test_one_node_job_rendezvous_on_loopback_and_requeue_keeps_the_port():
+    environ = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "1",
+               "SLURM_JOB_NODELIST": "node7", "SLURM_JOB_ID": "77"}
+    env = resolve_dist_env(environ)
+    assert env.master_addr == "127.0.0.1" and env.world_size == 2
+    assert resolve_dist_env(dict(environ)).master_port == env.master_port
+    assert resolve_dist_env(dict(environ, SLURM_JOB_ID="78")).master_port != env.master_port
+
+
+def test_submitit_local_executor_tasks():
+    environ = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "9001", "SUBMITIT_LOCAL_NTASKS": "2",
+               "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1"}
+    env = resolve_dist_env(environ)
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.launcher) == (1, 2, 1, "127.0.0.1", "local")

@@ -185,7 +185,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(unet_run, tiny_store
 NAN_SCRIPT = """
 import sys
 from pathlib import Path
-from steelseg_hpc.errors import TrainingError
+from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.training import engine, load_run_config, train
 
 calls = {"n": 0}

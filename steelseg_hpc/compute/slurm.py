@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from steelseg_hpc.errors import LaunchError
+from steelseg_hpc.core.errors import LaunchError
 
 #: States after which a job never runs again.
 TERMINAL_STATES = frozenset(

@@ -1,7 +1,7 @@
 """Strict TOML configuration: pydantic models that reject unknown keys, and one-line errors.
 
 Example:
-    >>> from steelseg_hpc.config import StrictModel
+    >>> from steelseg_hpc.core.config import StrictModel
     >>> class Run(StrictModel):
     ...     epochs: int = 10
     >>> Run.model_validate({"epochs": 3}).epochs
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from steelseg_hpc.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from steelseg_hpc.data import mask_to_boxes
+from steelseg_hpc.models.boxes import mask_to_boxes
 
 
 def test_one_box_per_connected_component_of_every_class():

@@ -1,0 +1,221 @@
+"""The run-directory contract: the one place that knows a run directory's files and fields.
+
+The training engine writes a run directory; ``status``, sweeps and the report read it. Both sides
+go through this module (it needs neither torch nor Dask), so a file name or a metrics key is
+spelled here and nowhere else::
+
+    RUN_DIR/
+      config.toml        the resolved run config (training.config.RunConfig)
+      run.json           RunInfo: schema version, creation, code and package versions, the data,
+                         one entry per start (host, resolved precision, job id)
+      metrics.jsonl      one MetricsRow per finished epoch, appended (a torn last line is skipped)
+      final.json         FinalSummary, written when the run has stopped for good
+      train.log          the engine's log
+      checkpoints/       the checkpoints (training.checkpoints)
+      eval/SPLIT[-tta]/  metrics.json (an evaluation) and overlays/
+
+Readers never fail on a run that is still being written: a missing file is ``None`` or ``[]``,
+a half-written last metrics line is skipped, and unknown fields (written by a newer version) are
+kept in ``extra``.
+
+Example:
+    >>> import tempfile
+    >>> files = RunFiles(tempfile.mkdtemp())
+    >>> append_metrics(files, MetricsRow(epoch=1, step=10, train_loss=0.5, val_dice=0.7))
+    >>> [row.val_dice for row in read_metrics(files.path)]
+    [0.7]
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steelseg_hpc.core.io import atomic_write_json, atomic_write_text
+
+#: Version of the run-directory layout, written into ``run.json``.
+SCHEMA_VERSION = 1
+
+
+class RunFiles:
+    """The paths of one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.toml"
+        self.run_info = self.path / "run.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.final = self.path / "final.json"
+        self.log = self.path / "train.log"
+        self.checkpoints = self.path / "checkpoints"
+
+    def eval_dir(self, split: str, tta: bool = False) -> Path:
+        """Where ``evaluate`` writes its results for ``split`` (with or without flip TTA)."""
+        return self.path / "eval" / (f"{split}-tta" if tta else split)
+
+    def eval_metrics(self, split: str, tta: bool = False) -> Path:
+        return self.eval_dir(split, tta) / "metrics.json"
+
+    def overlays(self, split: str, tta: bool = False) -> Path:
+        return self.eval_dir(split, tta) / "overlays"
+
+    def __repr__(self) -> str:
+        return f"RunFiles({str(self.path)!r})"
+
+
+Record = TypeVar("Record", bound="_Record")
+
+
+@dataclass
+class _Record:
+    """A JSON object with known fields; anything else it held is kept in ``extra``."""
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_dict(cls: type[Record], data: dict[str, Any]) -> Record:
+        known = cls.field_names()
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in self.field_names()}
+        return {**self.extra, **values}
+
+
+@dataclass
+class MetricsRow(_Record):
+    """One finished epoch (one line of ``metrics.jsonl``). Figures are None when not measured."""
+
+    epoch: int = 0
+    step: int = 0
+    train_loss: float | None = None
+    train_pixel_accuracy: float | None = None
+    train_dice: float | None = None
+    train_miou: float | None = None
+    train_seconds: float | None = None
+    tiles_per_s: float | None = None
+    val_loss: float | None = None
+    val_pixel_accuracy: float | None = None
+    val_dice: float | None = None
+    val_miou: float | None = None
+    lr: float | None = None
+    epoch_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    noise_scale_b_simple: float | None = None
+    noise_scale_g2: float | None = None
+    noise_scale_trace: float | None = None
+    world_size: int | None = None
+    global_batch: int | None = None
+    tiles_trained: int | None = None
+
+
+#: The validation figures a run can be judged by (sweep objectives, best-checkpoint choice).
+VALIDATION_METRICS = ("val_dice", "val_miou", "val_pixel_accuracy")
+
+
+@dataclass
+class FinalSummary(_Record):
+    """``final.json``: why and where the run stopped, and its best epoch."""
+
+    run_dir: str = ""
+    stopped: str = ""  # "completed", "patience", "stop-request"
+    epochs_completed: int = 0
+    epochs_planned: int | None = None
+    best_epoch: int | None = None
+    best_val_dice: float | None = None
+    best_checkpoint: str | None = None
+    last: dict[str, Any] | None = None
+
+
+@dataclass
+class RunInfo(_Record):
+    """``run.json``: what a run is, where its data came from, and every start of it."""
+
+    schema_version: int = SCHEMA_VERSION
+    created: str = ""
+    arch: str | None = None
+    git: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    starts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last_start(self) -> dict[str, Any]:
+        return self.starts[-1] if self.starts else {}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(run_dir: str | Path) -> list[MetricsRow]:
+    """Every finished epoch of a run, in order (a torn line, mid-write, is skipped)."""
+    try:
+        lines = RunFiles(run_dir).metrics.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            rows.append(MetricsRow.from_dict(data))
+    return rows
+
+
+def append_metrics(files: RunFiles, row: MetricsRow) -> None:
+    """Append one epoch's row and flush it to disk before returning."""
+    with files.metrics.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row.to_dict()) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_metrics(files: RunFiles, rows: list[MetricsRow]) -> None:
+    """Replace ``metrics.jsonl`` with ``rows``, atomically."""
+    atomic_write_text(files.metrics, "".join(json.dumps(row.to_dict()) + "\n" for row in rows))
+
+
+def read_final(run_dir: str | Path) -> FinalSummary | None:
+    """``final.json``, or None while the run has not stopped for good."""
+    data = _read_json(RunFiles(run_dir).final)
+    return None if data is None else FinalSummary.from_dict(data)
+
+
+def write_final(files: RunFiles, summary: FinalSummary) -> None:
+    atomic_write_json(files.final, summary.to_dict())
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo | None:
+    data = _read_json(RunFiles(run_dir).run_info)
+    return None if data is None else RunInfo.from_dict(data)
+
+
+def write_run_info(files: RunFiles, info: RunInfo) -> None:
+    atomic_write_json(files.run_info, info.to_dict())
+
+
+def read_evaluation(run_dir: str | Path, split: str = "test", tta: bool = False) -> dict[str, Any] | None:
+    """The ``metrics.json`` of an evaluation (see ``training.evaluate``), or None if not run."""
+    return _read_json(RunFiles(run_dir).eval_metrics(split, tta))
+
+
+def best_value(rows: list[MetricsRow], metric: str = "val_dice") -> float | None:
+    """The highest ``metric`` over ``rows`` (None when no row has it)."""
+    values = [getattr(row, metric) for row in rows if isinstance(getattr(row, metric), (int, float))]
+    return max(values) if values else None

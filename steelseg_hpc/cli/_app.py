@@ -16,8 +16,9 @@ from rich.logging import RichHandler
 
 from steelseg_hpc.core.errors import SteelsegError
 
-console = Console()
-err_console = Console(stderr=True)
+# Messages are never broken across lines (logs and pipes are read by grep); tables still fit.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: Command name -> the module of ``steelseg_hpc.cli`` that defines it.
 COMMAND_MODULES = {
@@ -59,8 +60,8 @@ def main(ctx: click.Context, verbose: int) -> None:
     """Train and compare segmentation models on SEM images of steel, locally or on SLURM."""
     ctx.obj = {"verbose": verbose}
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-    )
+    # The handler's own level keeps the package's INFO records (they go to train.log) off the
+    # console unless -v: a run's progress is shown by its progress bar and epoch lines.
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    handler.setLevel(level)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])

@@ -79,10 +79,11 @@ def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, 
 @click.option("--stride", type=int, default=None, help="Overrides tiling.stride.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Dask workers (0 = in this process).")
 @click.option("--dask-cluster", default="local", show_default=True, help="local, slurm, or a scheduler address.")
-@click.option("--profile", type=click.Path(dir_okay=False), default=None, help="Cluster profile for --dask-cluster slurm.")
+@click.option("--profile", default=None, metavar="NAME|PATH",
+              help="Cluster profile for --dask-cluster slurm: a name (local-cluster) or a TOML path.")
 @click.option("--force", is_flag=True, help="Rebuild a store prepared from a different spec.")
 def prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force) -> None:
     """Tile and augment the images of SPEC into a resumable Zarr store."""
     if dask_cluster == "slurm" and profile is None:
-        raise ConfigError("--dask-cluster slurm needs --profile (e.g. launch/local-cluster.toml)")
+        raise ConfigError("--dask-cluster slurm needs --profile (e.g. --profile local-cluster)")
     run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force)

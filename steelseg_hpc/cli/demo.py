@@ -35,7 +35,7 @@ def demo(workdir: Path, size: str, tile_size: int, workers: int, arch: str, epoc
     console.rule(f"3/{steps} train {arch} ({epochs} epochs, DeepSpeed)")
     run_dir = workdir / "runs" / arch
     summary = training.train(training.load_run_config(None, DEMO_RUN_OVERRIDES, arch=arch, store=store, epochs=epochs), run_dir)
-    console.print(f"best val Dice {summary['best_val_dice']:.4f} at epoch {summary['best_epoch']}; metrics in {run_dir}/metrics.jsonl")
+    console.print(f"best val Dice {summary.best_val_dice:.4f} at epoch {summary.best_epoch}; run directory {run_dir}")
     console.rule(f"4/{steps} evaluate whole test images (sliding window)")
     result = training.evaluate_run(run_dir, split="test")
     render_evaluation(result, f"{arch} on the test images · {result['checkpoint']}")

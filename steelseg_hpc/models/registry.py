@@ -42,6 +42,7 @@ class Architecture:
         width_option: The option that scales its width (``"base_channels"``), or None.
         checkpoint: ``"full"``: a run saves every weight; ``"trainable"``: only the trainable
             tensors (and their optimizer state), the frozen rest comes from a base checkpoint.
+        base_option: The option naming that base checkpoint file (``"checkpoint"``), or None.
         summary: One line describing it.
     """
 
@@ -52,6 +53,7 @@ class Architecture:
     loss: LossKind = "dense"
     width_option: str | None = "base_channels"
     checkpoint: CheckpointKind = "full"
+    base_option: str | None = None
     summary: str = ""
 
     @property
@@ -68,7 +70,7 @@ _REGISTRY: dict[str, Architecture] = {}
 
 def register(name: str, *, family: str, variant: str = "vanilla", loss: LossKind = "dense",
              width_option: str | None = "base_channels", checkpoint: CheckpointKind = "full",
-             ) -> Callable[[ModelBuilder], ModelBuilder]:
+             base_option: str | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: register ``builder(in_channels, num_classes, **options)`` under ``name``.
 
     The builder's docstring's first line becomes the architecture's summary.
@@ -79,7 +81,7 @@ def register(name: str, *, family: str, variant: str = "vanilla", loss: LossKind
             raise RuntimeError(f"model {name!r} is registered twice")
         summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
         _REGISTRY[name] = Architecture(name, builder, family, variant, loss, width_option,
-                                       checkpoint, summary)
+                                       checkpoint, base_option, summary)
         return builder
 
     return decorator

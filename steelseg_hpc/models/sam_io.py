@@ -84,7 +84,7 @@ def load_trainable(model: nn.Module, path: str | Path) -> dict[str, str]:
     try:
         raw = path.read_bytes()
         tensors = load_safetensors_bytes(raw)
-        metadata = _read_metadata(raw)
+        metadata = read_metadata(raw)
     except Exception as exc:  # OSError, SafetensorError, JSON errors on a damaged header
         raise DataError(f"trainable-weights file {path} is unreadable: {type(exc).__name__}: {exc}") from None
     expected = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -133,8 +133,8 @@ def merge_lora(model: nn.Module) -> int:
     return merged
 
 
-def _read_metadata(raw: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors byte string (8-byte length, then a JSON header)."""
+def read_metadata(raw: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes (8-byte length, then a JSON header)."""
     header_length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_length])
     return dict(header.get("__metadata__") or {})

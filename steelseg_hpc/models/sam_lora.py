@@ -106,7 +106,12 @@ class SamLoRA(nn.Module):
             attention.qkv = LoRA_qkv(qkv, a_q, b_q, a_v, b_v)
         self.reset_parameters()
         self.sam = sam
-        self.lora_vit = sam.image_encoder
+
+    @property
+    def lora_vit(self) -> nn.Module:
+        """``sam.image_encoder`` (a property, not a second registration: the state dict and the
+        checkpoints would otherwise hold the encoder twice, once under each name)."""
+        return self.sam.image_encoder
 
     def reset_parameters(self) -> None:
         """A Kaiming-uniform (as ``nn.Linear`` does), B zeros: the adapters start as identity."""

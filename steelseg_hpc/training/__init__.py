@@ -14,6 +14,8 @@ __all__ = [
     "StopRequest",
     "TrainingPreempted",
     "evaluate_run",
+    "export_run",
+    "load_exported",
     "load_run_config",
     "load_saved_config",
     "train",
@@ -25,6 +27,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_run_config": "config",
     "load_saved_config": "config",
     "evaluate_run": "evaluate",
+    "export_run": "export",
+    "load_exported": "export",
     "StopRequest": "preemption",
     "TrainingPreempted": "preemption",
 })

@@ -4,14 +4,15 @@
 it with the same arguments; a plain ``python`` process is a one-rank run. Given an installed
 :class:`~steelseg_hpc.training.preemption.StopRequest`, a SIGUSR2/SIGTERM makes every rank save a
 mid-epoch checkpoint at the next optimiser step and ``train`` raise ``TrainingPreempted``; the
-next ``train`` on the same run dir continues that epoch where it stopped.
+next ``train`` on the same run dir continues that epoch where it stopped. Rerunning a finished run
+with a larger ``epochs`` (or ``patience``) extends it from its latest checkpoint.
 
 Example:
     >>> from steelseg_hpc.training import load_run_config, train
     >>> cfg = load_run_config(None, ["model.base_channels=4"], arch="unet3plus",
     ...                       store="store.zarr", epochs=2)  # doctest: +SKIP
     >>> summary = train(cfg, Path("runs/unet-tiny"))  # doctest: +SKIP
-    >>> summary["best_val_dice"]  # doctest: +SKIP
+    >>> summary.best_val_dice  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -22,27 +23,33 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import DataError, TrainingError
-from steelseg_hpc.core.io import atomic_write_json
+from steelseg_hpc.core.rundir import FinalSummary, MetricsRow
 from steelseg_hpc.data import open_store
+from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
-from steelseg_hpc.training.config import RunConfig
+from steelseg_hpc.training.config import RunConfig, extensions
 from steelseg_hpc.training.data_loading import build_loaders
 from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
-from steelseg_hpc.training.engine import build_engine, save_engine_checkpoint
+from steelseg_hpc.training.engine import build_engine, load_engine_checkpoint, save_engine_checkpoint
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped
-from steelseg_hpc.training.evaluate import evaluate_run
+from steelseg_hpc.training.log_capture import ThirdPartyLogs
 from steelseg_hpc.training.loop import mean_across_ranks, train_one_epoch, validate
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
+from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
 from steelseg_hpc.training.run_dir import RunDir
-from steelseg_hpc.training.run_info import peak_memory_mb, reset_peak_memory
+from steelseg_hpc.training.run_info import host_info, peak_memory_mb, reset_peak_memory
+from steelseg_hpc.training.weights import WeightsMeta, base_identity, check_same_base
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "evaluate_run", "StopRequest", "TrainingPreempted"]
+__all__ = ["train", "StopRequest", "TrainingPreempted"]
+
+_STATE_KEYS = ("epoch", "best_score", "best_epoch", "bad_epochs")
 
 
 def _barrier() -> None:
@@ -62,12 +69,6 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _quiet_deepspeed() -> None:
-    from deepspeed.utils import logger as ds_logger
-
-    ds_logger.setLevel(logging.WARNING)
-
-
 def _noise_estimator(config: RunConfig, world_size: int) -> GradientNoiseScale | None:
     small = config.micro_batch
     big = config.micro_batch * config.grad_accumulation * world_size
@@ -80,17 +81,18 @@ def _noise_estimator(config: RunConfig, world_size: int) -> GradientNoiseScale |
 
 
 def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
-            noise: GradientNoiseScale | None) -> dict:
+            noise: GradientNoiseScale | None, weights_kind: str) -> dict:
     """Load the latest intact checkpoint; the bookkeeping to continue from (fresh if none).
 
     ``state["resume_epoch"]`` is this rank's :class:`EpochState` when the checkpoint was taken
     mid-epoch, else None.
     """
-    fresh = {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0, "resume_epoch": None}
+    fresh = {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0, "resume_epoch": None,
+             "tag": None}
     tag = _broadcast(checkpoints.resume_tag() if env.is_main else None)
     if tag is None:
         return fresh
-    load_path, client = engine.load_checkpoint(str(checkpoints.root), tag=tag)
+    load_path, client = load_engine_checkpoint(engine, checkpoints.root, tag, weights_kind)
     if load_path is None:
         raise TrainingError(f"{checkpoints.root / tag}: DeepSpeed could not load this checkpoint")
     if noise is not None and client.get("noise_scale"):
@@ -98,7 +100,8 @@ def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
     if env.is_main:
         run.truncate_metrics(client["epoch"])
     # The loaded state also holds DeepSpeed's own keys, which must not be saved back as ours.
-    state = {key: client[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+    state = {key: client[key] for key in _STATE_KEYS}
+    state["tag"] = tag
     state["resume_epoch"] = _mid_epoch_state(checkpoints.root / tag, client.get("mid_epoch"), env)
     if state["resume_epoch"] is None:
         log.info("resumed from checkpoint %s (epoch %d)", tag, client["epoch"])
@@ -127,13 +130,30 @@ def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> Epoc
     return state
 
 
-def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> dict:
-    """Train (or resume) one run; every rank of the job calls this.
+def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSummary | None:
+    """The saved summary when the run has nothing left to do, else None (train on)."""
+    final = run.read_final()
+    if final is None:
+        return None
+    more_epochs = config.epochs > final.epochs_completed
+    if final.stopped == "patience" and "patience" not in changes:
+        log.warning("%s: stopped early at epoch %d (no better val Dice for %d epochs); raise patience "
+                    "to continue it", run.path, final.epochs_completed, config.patience)
+        return final
+    if not more_epochs:
+        log.warning("%s: run already finished; returning its summary", run.path)
+        return final
+    return None
+
+
+def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> FinalSummary:
+    """Train (or resume, or extend) one run; every rank of the job calls this.
 
     Args:
         config: The resolved run configuration (``data.store`` must name a prepared store).
         run_dir: Where the config, logs, metrics and checkpoints go; rerunning with the same
-            directory resumes from its latest intact checkpoint (mid-epoch ones included).
+            directory resumes from its latest intact checkpoint (mid-epoch ones included). A
+            larger ``epochs`` or ``patience`` than the saved config extends the run.
         stop: An installed stop request, checked before every optimiser step. When any rank
             has received its signal, every rank saves a mid-epoch checkpoint and this raises
             :class:`TrainingPreempted`. A signal that arrives during the last epoch's
@@ -144,7 +164,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> 
         metrics line and why the run stopped (``completed`` or ``patience``).
 
     Raises:
-        ConfigError: the config differs from the one saved in ``run_dir``.
+        ConfigError: the config differs from the one saved in ``run_dir`` (other than a raised
+            ``epochs`` or ``patience``).
         DataError: the store is missing or too small.
         TrainingError: a non-finite loss, or an unloadable checkpoint.
         TrainingPreempted: ``stop`` was requested; the checkpoint it names holds all progress.
@@ -153,58 +174,75 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> 
         raise DataError("no store given: pass --store STORE.zarr or set data.store")
     store = open_store(config.data.store)
     run = RunDir(run_dir)
-    if run.check_config(config) and run.final_file.exists():
-        log.warning("%s: run already finished; returning its summary", run.path)
-        return RunDir.read_json(run.final_file)
-    _quiet_deepspeed()
-    env = setup_distributed()
-    device = device_for(env)
-    if env.is_main:
-        run.initialise(config, env.world_size)
-    _barrier()
-    package_logger = logging.getLogger("steelseg_hpc")
-    previous_level = package_logger.level
-    handler = run.attach_log() if env.is_main else None
-    try:
-        return _run(config, run, env, device, store, stop)
-    except TrainingError as exc:
-        log.error("%s", exc)
-        raise
-    except TrainingPreempted as exc:
-        log.warning("%s", exc)
-        raise
-    finally:
+    saved = run.saved_config()
+    changes = extensions(saved, config) if saved is not None else {}
+    if run.check_config(config):
+        finished = _finished_summary(run, config, changes)
+        if finished is not None:
+            return finished
+    arch = architecture(config.model.name)
+    base = base_identity(config.model.name, config.model.options(), config.seed)
+    previous = rundir.read_run_info(run.path)
+    if previous is not None and previous.model.get("base") is not None:
+        check_same_base(previous.model["base"], base, str(run.path))
+    with ThirdPartyLogs() as third_party:
+        env = setup_distributed()
+        third_party.take_over("DeepSpeed")  # its logger gets its own handler on import
+        device = device_for(env)
+        precision = resolve_precision(config.precision, device.type)
+        if env.is_main:
+            run.initialise(config, {"host": host_info(env.world_size), **precision.as_dict()})
+            run.update_run_info(model={"arch": arch.name, "base": base})
+            if changes and run.files.final.exists():
+                run.files.final.unlink()  # the run is going again: not finished any more
+        _barrier()
+        package_logger = logging.getLogger("steelseg_hpc")
+        previous_level = package_logger.level
+        handler = run.attach_log() if env.is_main else None
         if handler is not None:
-            package_logger.removeHandler(handler)
-            package_logger.setLevel(previous_level)
-            handler.close()
+            third_party.write_to(handler)
+        try:
+            weights_meta = WeightsMeta(arch=arch.name, options=config.model.options(),
+                                       num_classes=store.num_classes, class_names=store.class_names,
+                                       kind=arch.checkpoint, base=base, seed=config.seed)
+            return _run(config, run, env, device, store, precision, weights_meta, changes, stop)
+        except TrainingError as exc:
+            log.error("%s", exc)
+            raise
+        except TrainingPreempted as exc:
+            log.warning("%s", exc)
+            raise
+        finally:
+            if handler is not None:
+                package_logger.removeHandler(handler)
+                package_logger.setLevel(previous_level)
+                handler.close()
 
 
 def _metrics_row(config: RunConfig, engine, env: DistEnv, device: torch.device, epoch: int,
-                 stats: dict, noise: GradientNoiseScale | None, epoch_seconds: float) -> dict:
+                 stats: dict, noise: GradientNoiseScale | None, epoch_seconds: float) -> MetricsRow:
     """One ``metrics.jsonl`` line (collective: every rank must call it)."""
     estimates = noise.estimates() if noise is not None else None
     # Each rank's small-batch norms differ, so the EMAs are averaged over ranks before dividing.
     g2, trace = mean_across_ranks(list(estimates), device) if estimates else (None, None)
     (peak,) = mean_across_ranks([peak_memory_mb()], device)
-    return {
-        "epoch": epoch, "step": engine.global_steps, **stats,
-        "lr": float(engine.get_lr()[0]),
-        "epoch_seconds": epoch_seconds,
-        "peak_memory_mb": peak,
-        "noise_scale_b_simple": trace / g2 if g2 and g2 > 0 else None,
-        "noise_scale_g2": g2, "noise_scale_trace": trace,
-        "world_size": env.world_size,
-        "global_batch": config.micro_batch * config.grad_accumulation * env.world_size,
-    }
+    global_batch = config.micro_batch * config.grad_accumulation * env.world_size
+    return MetricsRow(
+        epoch=epoch, step=engine.global_steps, **stats,
+        lr=float(engine.get_lr()[0]), epoch_seconds=epoch_seconds, peak_memory_mb=peak,
+        noise_scale_b_simple=trace / g2 if g2 and g2 > 0 else None,
+        noise_scale_g2=g2, noise_scale_trace=trace, world_size=env.world_size,
+        global_batch=global_batch, tiles_trained=engine.global_steps * global_batch,
+    )
 
 
 def _save_mid_epoch(checkpoints: CheckpointManager, engine, env: DistEnv, state: dict,
-                    stopped: EpochState, noise: GradientNoiseScale | None, weights_meta: dict) -> str:
+                    stopped: EpochState, noise: GradientNoiseScale | None,
+                    weights_meta: WeightsMeta) -> str:
     """Save a mid-epoch checkpoint on every rank: DeepSpeed state plus each rank's epoch state."""
     mid_epoch = {"epoch": stopped.epoch, "micro_batches": stopped.micro_batches,
                  "world_size": env.world_size}
-    client = {key: state[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+    client = {key: state[key] for key in _STATE_KEYS}
     client.update(noise_scale=noise.state_dict() if noise else None, mid_epoch=mid_epoch)
 
     def write(folder: Path) -> None:
@@ -214,21 +252,53 @@ def _save_mid_epoch(checkpoints: CheckpointManager, engine, env: DistEnv, state:
     return checkpoints.save(stopped.epoch, None, write_fn=write, micro_batches=stopped.micro_batches)
 
 
+def _explain_extension(engine, config: RunConfig, changes: dict, steps_per_epoch: int,
+                       last_lr: float | None) -> str:
+    """Re-apply the learning rate on the stretched schedule and say what changed."""
+    scheduler = engine.lr_scheduler
+    # The optimizer still holds the old schedule's rate for the next step: set the new one now.
+    scheduler.step(scheduler.last_batch_iteration)
+    parts = [f"{key} {old} -> {new}" for key, (old, new) in changes.items()]
+    message = f"extending the run ({', '.join(parts)})"
+    if "epochs" in changes:
+        old_end = steps_per_epoch * changes["epochs"][0]
+        message += (f"; the cosine schedule now ends at step {steps_per_epoch * config.epochs} instead "
+                    f"of {old_end}, so the learning rate continues at {scheduler.get_lr()[0]:.3g} "
+                    f"(step {scheduler.last_batch_iteration}) instead of {_fmt(last_lr, '.3g')}")
+    return message
+
+
+def _epoch_line(config: RunConfig, row: MetricsRow, improved: bool) -> str:
+    return (f"epoch {row.epoch}/{config.epochs}  loss {_fmt(row.train_loss)}  val Dice {_fmt(row.val_dice)}"
+            f"{' (best)' if improved else ''}  mIoU {_fmt(row.val_miou)}  {_fmt(row.tiles_per_s, '.1f')} tiles/s"
+            f"  {_fmt(row.epoch_seconds, '.0f')} s  B_simple {_fmt(row.noise_scale_b_simple, '.1f')}")
+
+
 def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store,
-         stop: StopRequest | None = None) -> dict:
+         precision: PrecisionChoice, weights_meta: WeightsMeta, changes: dict,
+         stop: StopRequest | None = None) -> FinalSummary:
     loaders = build_loaders(config, env.rank, env.world_size)
-    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch)
+    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
     metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)
     noise = _noise_estimator(config, env.world_size)
     checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
                                     is_main=env.is_main, barrier=_barrier)
-    state = _resume(engine, checkpoints, run, env, noise)
-    weights_meta = {"arch": config.model.name, "options": config.model.options(),
-                    "num_classes": store.num_classes, "class_names": store.class_names}
-    log.info("training %s on %s: %d rank(s), %d steps/epoch, ZeRO-%d, %s", config.model.name,
-             config.data.store, env.world_size, loaders.steps_per_epoch, config.zero_stage, config.precision)
+    state = _resume(engine, checkpoints, run, env, noise, weights_meta.kind)
     stop_reason, last_row = "completed", None
     with EpochProgress(enabled=config.progress and env.is_main) as progress:
+        start = (f"{config.model.name} on {config.data.store}: {env.world_size} rank(s), "
+                 f"{loaders.steps_per_epoch} steps/epoch, ZeRO-{config.zero_stage}, "
+                 f"{precision.resolved} ({precision.reason})")
+        log.info("training %s", start)
+        progress.note(f"training {start}")
+        if state["tag"] is not None:
+            progress.note(f"resuming from checkpoint {state['tag']}")
+        if changes and state["tag"] is not None:
+            last = run.read_metrics()
+            message = _explain_extension(engine, config, changes, loaders.steps_per_epoch,
+                                         last[-1].lr if last else None)
+            log.info("%s", message)
+            progress.note(message)
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             torch.manual_seed(config.seed + 1000 * epoch + env.rank)
             reset_peak_memory()
@@ -237,7 +307,7 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
             earlier_seconds = resumed.epoch_seconds if resumed else 0.0
             try:
                 stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress,
-                                        env.world_size, stop=stop, resume=resumed)
+                                        env.world_size, stop=stop, resume=resumed, epochs=config.epochs)
             except EpochStopped as stopped:
                 # Nothing new since the last checkpoint (stop at an epoch's first step): keep it.
                 tag = checkpoints.latest_tag() if env.is_main else None
@@ -256,7 +326,7 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
-            client = {key: state[key] for key in ("epoch", "best_score", "best_epoch", "bad_epochs")}
+            client = {key: state[key] for key in _STATE_KEYS}
             client["noise_scale"] = noise.state_dict() if noise else None
             checkpoints.save(epoch, stats["val_dice"], extra_meta={"val_dice": stats["val_dice"]},
                              write_fn=lambda folder: save_engine_checkpoint(
@@ -265,20 +335,24 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
                                     earlier_seconds + time.perf_counter() - epoch_start)
             if env.is_main:
                 run.append_metrics(last_row)
-            log.info("epoch %d: loss %.4f, val Dice %s, %.1f tiles/s, B_simple %s", epoch,
-                     stats["train_loss"], _fmt(stats["val_dice"]), stats["tiles_per_s"],
-                     _fmt(last_row["noise_scale_b_simple"], ".1f"))
+            line = _epoch_line(config, last_row, improved)
+            log.info("%s", line)
+            progress.end_epoch(line)
             if config.patience and state["bad_epochs"] >= config.patience:
                 stop_reason = "patience"
                 log.info("stopping: val Dice did not improve for %d epochs", config.patience)
+                progress.note(f"stopping early: val Dice did not improve for {config.patience} epochs")
                 break
-    summary = {
-        "run_dir": str(run.path), "stopped": stop_reason, "epochs_completed": state["epoch"],
-        "best_epoch": state["best_epoch"], "best_val_dice": state["best_score"],
-        "best_checkpoint": checkpoints.best_tag() if env.is_main else None,
-        "last": last_row if last_row is not None else (run.read_metrics() or [None])[-1],
-    }
+    if last_row is None:
+        rows = run.read_metrics()
+        last_row = rows[-1] if rows else None
+    summary = FinalSummary(
+        run_dir=str(run.path), stopped=stop_reason, epochs_completed=state["epoch"],
+        epochs_planned=config.epochs, best_epoch=state["best_epoch"], best_val_dice=state["best_score"],
+        best_checkpoint=checkpoints.best_tag() if env.is_main else None,
+        last=last_row.to_dict() if last_row is not None else None,
+    )
     if env.is_main:
-        atomic_write_json(run.final_file, summary)
+        run.write_final(summary)
     _barrier()
     return summary

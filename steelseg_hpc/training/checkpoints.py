@@ -4,7 +4,7 @@ Layout under ``RUN_DIR/checkpoints``::
 
     latest              text file naming the newest complete checkpoint (replaced atomically)
     best                text file naming the checkpoint with the best validation Dice
-    epoch0007/          DeepSpeed files of every rank + model.pt (fp32 weights) + meta.json
+    epoch0007/          DeepSpeed files of every rank + weights.safetensors (fp32) + meta.json
     epoch0008-mb000040/ a mid-epoch checkpoint: 40 micro-batches into epoch 8 (on preemption),
                         with each rank's running epoch state (``epoch_state_rankNNNN.pt``)
     epoch0008.partial/  a save in progress (or one a crash interrupted; removed on the next save)
@@ -31,7 +31,6 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -39,7 +38,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from steelseg_hpc.core.io import atomic_write_json, atomic_write_text
+from steelseg_hpc.core.io import atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +58,9 @@ def _progress_key(tag: str) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2)) if match.group(2) else float("inf")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(folder: Path) -> dict[str, dict[str, object]]:
     return {
-        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": sha256_file(path)}
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != META_FILE
     }

@@ -97,7 +97,7 @@ class RunConfig(StrictModel):
     grad_accumulation: int = Field(2, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 2
     zero_bucket_elements: int = Field(10_000_000, ge=1_000_000)
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     grad_clip: float = Field(1.0, ge=0)
     sync_batchnorm: bool = False
     keep_checkpoints: int = Field(2, ge=1)
@@ -133,6 +133,8 @@ FLAG_KEYS = {
 # Keys that may differ when an existing run is resumed: they change neither the model nor the
 # optimisation trajectory.
 RESUMABLE_CHANGES = {"data.num_workers", "data.prefetch_factor", "data.pin_memory", "progress"}
+#: Keys a resume may raise: the run is extended from its latest checkpoint.
+EXTENDABLE = ("epochs", "patience")
 
 
 def default_config_dict() -> dict[str, Any]:
@@ -166,9 +168,13 @@ def check_model_options(config: RunConfig) -> None:
     """
     import torch
 
+    options = config.model.options()
     try:
+        base_option = architecture(config.model.name).base_option
+        if base_option is not None:
+            options.pop(base_option, None)  # the base's weights are read when the run starts
         with torch.device("meta"):
-            build_model(config.model.name, in_channels=1, num_classes=3, **config.model.options())
+            build_model(config.model.name, in_channels=1, num_classes=3, **options)
     except ConfigError as exc:
         raise ConfigError(f"model: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a builder that cannot run on meta is checked later
@@ -236,12 +242,33 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _reach(key: str, value: int) -> float:
+    # patience 0 means "never stop early": more patience than any number
+    return float("inf") if key == "patience" and value == 0 else float(value)
+
+
+def extensions(saved: RunConfig, requested: RunConfig) -> dict[str, tuple[int, int]]:
+    """The keys a resume raises (more ``epochs``, more ``patience``), as ``{key: (old, new)}``.
+
+    Example:
+        >>> old, new = RunConfig(epochs=2), RunConfig(epochs=3)
+        >>> extensions(old, new), extensions(new, old)
+        ({'epochs': (2, 3)}, {})
+    """
+    return {key: (getattr(saved, key), getattr(requested, key)) for key in EXTENDABLE
+            if _reach(key, getattr(requested, key)) > _reach(key, getattr(saved, key))}
+
+
 def config_differences(saved: RunConfig, requested: RunConfig) -> list[str]:
-    """Dotted keys whose values differ and that a resume may not change, as ``key: a -> b``."""
+    """Dotted keys whose values differ and that a resume may not change, as ``key: a -> b``.
+
+    Raising ``epochs`` or ``patience`` (:func:`extensions`) is allowed; lowering them is not.
+    """
     old = _flatten(saved.model_dump(mode="json"))
     new = _flatten(requested.model_dump(mode="json"))
+    allowed = RESUMABLE_CHANGES | set(extensions(saved, requested))
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and key not in RESUMABLE_CHANGES
+        if old.get(key) != new.get(key) and key not in allowed
     ]

@@ -10,9 +10,9 @@ Two choices here are deliberate (see ``../shared/notes/python-stack.md``):
 
 Example:
     >>> from steelseg_hpc.training.config import RunConfig
-    >>> ds = build_deepspeed_config(RunConfig(micro_batch=2, grad_accumulation=3), 2, 10)
-    >>> ds["train_batch_size"], ds["zero_optimization"]["stage"], "bf16" in ds
-    (12, 2, False)
+    >>> ds = build_deepspeed_config(RunConfig(micro_batch=2, grad_accumulation=3), 2, 10, "bf16")
+    >>> ds["train_batch_size"], ds["zero_optimization"]["stage"], "bf16" in ds, "torch_autocast" in ds
+    (12, 2, False, True)
 """
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def schedule_steps(config: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
     return total, min(max(warmup, 0), total)
 
 
-def build_deepspeed_config(config: RunConfig, world_size: int, steps_per_epoch: int) -> dict[str, Any]:
+def build_deepspeed_config(config: RunConfig, world_size: int, steps_per_epoch: int,
+                           precision: str) -> dict[str, Any]:
     """The DeepSpeed config dict for one run.
 
     Args:
         config: The resolved run configuration.
         world_size: Number of data-parallel ranks.
         steps_per_epoch: Optimiser steps per epoch (micro-batches per rank // accumulation).
+        precision: The resolved precision, ``"bf16"`` or ``"fp32"`` (never ``"auto"``).
 
     Returns:
         A dict for ``deepspeed.initialize(config=...)``.
@@ -80,6 +82,6 @@ def build_deepspeed_config(config: RunConfig, world_size: int, steps_per_epoch: 
             "allgather_bucket_size": config.zero_bucket_elements,
         },
     }
-    if config.precision == "bf16":
+    if precision == "bf16":
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return ds

@@ -120,14 +120,34 @@ def backend_for_device() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def import_deepspeed():
+    """DeepSpeed, imported with its accelerator named and without CPU-only op builds.
+
+    Named, because DeepSpeed otherwise guesses the accelerator and warns about the guess on every
+    start. On the CPU, DeepSpeed JIT-compiles a shared-memory all-reduce kernel on first use
+    (about a minute on a fresh machine, for the demo and every CI run); gloo's own all-reduce is
+    all the CPU runs here need, so that optional kernel is reported as unavailable.
+    """
+    import torch
+
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    import deepspeed
+    import deepspeed.ops
+
+    if os.environ["DS_ACCELERATOR"] == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
+
+
 def setup_distributed(environ: Mapping[str, str] | None = None) -> DistEnv:
     """Export the rendezvous variables, pick the device and start the process group once.
 
     Calling it again in the same process reuses the existing group (DeepSpeed keeps global
     state tied to it, so a group is never torn down and rebuilt within one process).
     """
-    import deepspeed
     import torch
+
+    deepspeed = import_deepspeed()
 
     env = resolve_dist_env(environ)
     os.environ.update(env.as_environ())

@@ -1,4 +1,6 @@
-"""Build the DeepSpeed engine for a run: model + loss in one module, ZeRO and precision from config.
+"""Build the DeepSpeed engine for a run, and save and load its checkpoints.
+
+The model and its loss form one module, ZeRO and precision come from the config.
 
 The loss is computed inside the module DeepSpeed wraps (:class:`TrainStep`), so DeepSpeed's
 forward covers it: autocast for bf16, and the parameter hooks of ZeRO-3. The loss itself always
@@ -10,7 +12,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,11 @@ from steelseg_hpc.models import build_model
 from steelseg_hpc.models.losses import SegmentationLoss
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
-from steelseg_hpc.training.distributed import DistEnv
+from steelseg_hpc.training.distributed import DistEnv, import_deepspeed
+from steelseg_hpc.training.precision import resolve_precision
+from steelseg_hpc.training.weights import WEIGHTS_FILE, WeightsMeta, write_weights
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.pt"
-
 
 def _as_fp32(logits: Any) -> Any:
     if isinstance(logits, (list, tuple)):
@@ -69,6 +72,7 @@ def build_model_for_run(config: RunConfig, num_classes: int) -> nn.Module:
 
 
 def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
+    """The run's loss: the dense focal + Jaccard + MS-SSIM, with the architecture's weights."""
     weights = config.loss_weights()
     return SegmentationLoss(num_classes, focal_weight=weights.focal_weight,
                             jaccard_weight=weights.jaccard_weight,
@@ -76,14 +80,20 @@ def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
 
 
 def build_engine(config: RunConfig, env: DistEnv, num_classes: int, steps_per_epoch: int,
-                 device: torch.device | None = None):
+                 precision: str | None = None, device: torch.device | None = None):
     """Create the DeepSpeed engine (model, AdamW, warm-up + cosine schedule, ZeRO, precision).
+
+    Args:
+        precision: The resolved precision (``"bf16"``/``"fp32"``); None resolves
+            ``config.precision`` for this machine.
 
     Returns:
         ``(engine, train_step)``: ``engine`` wraps ``train_step`` (a :class:`TrainStep`).
     """
-    import deepspeed
-
+    deepspeed = import_deepspeed()
+    if precision is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        precision = resolve_precision(config.precision, device_type).resolved
     model = build_model_for_run(config, num_classes)
     if config.sync_batchnorm and env.world_size > 1:
         if not torch.cuda.is_available():
@@ -92,7 +102,7 @@ def build_engine(config: RunConfig, env: DistEnv, num_classes: int, steps_per_ep
     step = TrainStep(model, build_loss(config, num_classes))
     if device is not None:
         step = step.to(device)
-    ds_config = build_deepspeed_config(config, env.world_size, steps_per_epoch)
+    ds_config = build_deepspeed_config(config, env.world_size, steps_per_epoch, precision)
     trainable = [p for p in step.parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"model {config.model.name!r} has no trainable parameters")
@@ -100,32 +110,36 @@ def build_engine(config: RunConfig, env: DistEnv, num_classes: int, steps_per_ep
     return engine, step
 
 
-def model_state_dict(engine) -> dict[str, torch.Tensor]:
-    """Full fp32 weights of the wrapped model on every rank (gathered first under ZeRO-3)."""
+@contextlib.contextmanager
+def gathered_model(engine) -> Iterator[nn.Module]:
+    """The wrapped model with full parameters on every rank (gathered first under ZeRO-3)."""
     model = engine.module.model
-    if engine.zero_optimization_stage() == 3:
-        import deepspeed
+    if engine.zero_optimization_stage() != 3:
+        yield model
+        return
+    deepspeed = import_deepspeed()
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield model
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-
-def save_engine_checkpoint(engine, folder: Path, client_state: dict, weights_meta: dict,
+def save_engine_checkpoint(engine, folder: Path, client_state: dict, weights_meta: WeightsMeta,
                            is_main: bool) -> None:
-    """Write DeepSpeed's state of every rank into ``folder`` and rank 0's ``model.pt`` beside it.
+    """Write DeepSpeed's state of every rank into ``folder`` and rank 0's weights file beside it.
 
-    ``model.pt`` holds plain fp32 weights, so evaluation needs neither DeepSpeed nor the
-    number of ranks the run used.
+    For an architecture that checkpoints only what it trains (``weights_meta.kind ==
+    "trainable"``, SAM_LoRA), DeepSpeed leaves the frozen parameters out too; its optimizer state
+    covers only the trainable ones anyway. The weights file holds plain fp32 weights, so
+    evaluation needs neither DeepSpeed nor the number of ranks the run used.
     """
     folder = Path(folder)
     engine.save_checkpoint(str(folder.parent), tag=folder.name, client_state=client_state,
-                           save_latest=False)
-    state = model_state_dict(engine)
-    if is_main:
-        torch.save({"state_dict": state, **weights_meta}, folder / WEIGHTS_FILE)
+                           save_latest=False,
+                           exclude_frozen_parameters=weights_meta.kind == "trainable")
+    with gathered_model(engine) as model:
+        if is_main:
+            write_weights(folder / WEIGHTS_FILE, model, weights_meta)
 
 
-def load_weights(path: Path) -> dict:
-    """Read a ``model.pt`` written by :func:`save_engine_checkpoint`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_engine_checkpoint(engine, root: Path, tag: str, weights_kind: str) -> tuple[str | None, dict]:
+    """Load DeepSpeed's state of ``root/tag`` (the frozen base stays as built for ``trainable``)."""
+    return engine.load_checkpoint(str(root), tag=tag, load_module_strict=weights_kind == "full")

@@ -1,7 +1,7 @@
 """Evaluate a trained run on whole images: metrics per image and overall, confusion, overlays.
 
-The weights come from the run's best checkpoint (``model.pt``, plain fp32 weights, so neither
-DeepSpeed nor the original number of ranks is needed) and every whole image of the split is
+The weights come from the run's best checkpoint (``weights.safetensors``, plain fp32 weights, so
+neither DeepSpeed nor the original number of ranks is needed) and every whole image of the split is
 predicted with :func:`~steelseg_hpc.training.stitching.sliding_window_logits`. Results go to
 ``RUN_DIR/eval/<split>[-tta]/``: ``metrics.json`` and PNG overlays (image | truth | prediction).
 
@@ -20,13 +20,13 @@ import torch
 
 from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.core.io import atomic_write_bytes, atomic_write_json
+from steelseg_hpc.core.rundir import RunFiles
 from steelseg_hpc.data import WholeImages, open_store
-from steelseg_hpc.models import build_model
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import load_saved_config
-from steelseg_hpc.training.engine import WEIGHTS_FILE, load_weights
 from steelseg_hpc.training.stitching import sliding_window_logits
+from steelseg_hpc.training.weights import WEIGHTS_FILE, WeightsMeta, load_model
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,23 @@ def overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) ->
     return buffer.getvalue()
 
 
-def _checkpoint_weights(run_dir: Path) -> tuple[str, dict]:
-    manager = CheckpointManager(run_dir / "checkpoints", is_main=False)
+def _checkpoint_weights(run_dir: Path) -> tuple[str, Path]:
+    manager = CheckpointManager(RunFiles(run_dir).checkpoints, is_main=False)
     for tag in [manager.best_tag(), manager.resume_tag()]:
         if tag and (manager.root / tag / WEIGHTS_FILE).exists():
-            return tag, load_weights(manager.root / tag / WEIGHTS_FILE)
+            return tag, manager.root / tag / WEIGHTS_FILE
     raise TrainingError(f"{run_dir}: no checkpoint with weights; train the run first")
 
 
-def load_trained_model(run_dir: Path) -> tuple[torch.nn.Module, str, dict]:
-    """The run's model with its best weights, in eval mode: ``(model, tag, weights file dict)``."""
-    tag, saved = _checkpoint_weights(run_dir)
-    model = build_model(saved["arch"], in_channels=1, num_classes=saved["num_classes"], **saved["options"])
-    model.load_state_dict(saved["state_dict"])
-    return model.eval(), tag, saved
+def load_trained_model(run_dir: Path) -> tuple[torch.nn.Module, str, WeightsMeta]:
+    """The run's model with its best weights, in eval mode: ``(model, tag, weights metadata)``.
+
+    A SAM_LoRA run's checkpoint holds only the trained tensors: the frozen rest is rebuilt from
+    the base checkpoint it names (which must be unchanged).
+    """
+    tag, path = _checkpoint_weights(Path(run_dir))
+    model, meta = load_model(path)
+    return model, tag, meta
 
 
 def make_predictor(model: torch.nn.Module):
@@ -103,14 +106,15 @@ def evaluate_run(run_dir: Path, split: str = "test", tta: bool = False) -> dict:
         miou, dice_per_class, iou_per_class, confusion}, "per_image": [{name, ...}], "output_dir"}``.
     """
     run_dir = Path(run_dir)
-    config = load_saved_config(run_dir / "config.toml")
+    files = RunFiles(run_dir)
+    config = load_saved_config(files.config)
     tta = tta or config.eval.tta
     store = open_store(config.data.store)
-    model, tag, saved = load_trained_model(run_dir)
+    model, tag, _ = load_trained_model(run_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     predict = make_predictor(model)
-    out_dir = run_dir / "eval" / (f"{split}-tta" if tta else split)
+    out_dir = files.eval_dir(split, tta)
     overall = SegmentationMetrics(store.num_classes, store.class_names).to(device)
     per_image_metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)
     per_image = []
@@ -130,12 +134,12 @@ def evaluate_run(run_dir: Path, split: str = "test", tta: bool = False) -> dict:
         if index < config.eval.overlays:
             png = overlay_png(image, mask, prediction.cpu().numpy().astype(np.uint8))
             safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # names may hold "group/stem"
-            atomic_write_bytes(out_dir / "overlays" / f"{index:04d}_{safe_name}.png", png)
+            atomic_write_bytes(files.overlays(split, tta) / f"{index:04d}_{safe_name}.png", png)
     if not per_image:
         raise TrainingError(f"{config.data.store}: split '{split}' has no whole images to evaluate")
     result = {
         "split": split, "checkpoint": tag, "tta": tta, "class_names": store.class_names,
         "overall": _plain(overall.compute()), "per_image": per_image, "output_dir": str(out_dir),
     }
-    atomic_write_json(out_dir / "metrics.json", result)
+    atomic_write_json(files.eval_metrics(split, tta), result)
     return result

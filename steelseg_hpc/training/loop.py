@@ -82,13 +82,14 @@ def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
 def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch.device,
                     noise: GradientNoiseScale | None, progress: EpochProgress,
                     world_size: int, stop: StopRequest | None = None,
-                    resume: EpochState | None = None) -> dict[str, float]:
+                    resume: EpochState | None = None, epochs: int | None = None) -> dict[str, float]:
     """Train for one epoch; returns loss, train metrics, tiles/s and the step count.
 
     Args:
         stop: Checked (on every rank, collectively) before each optimiser step.
         resume: The state of this epoch saved by an interrupted run: its micro-batches are
             skipped and its running sums, train confusion counts and RNG states restored.
+        epochs: The run's number of epochs (for the progress bar).
 
     Raises:
         EpochStopped: ``stop`` was requested on some rank (raised on every rank, at the same step).
@@ -109,7 +110,9 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
     loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64)
     micro_steps, bad_loss, small_norms = state.micro_batches, False, []
     first_micro_step = micro_steps
-    progress.start_epoch(epoch, total=loaders.steps_per_epoch, completed=micro_steps // accumulation)
+    progress.start_epoch(epoch, epochs or epoch, total=loaders.steps_per_epoch,
+                         completed=micro_steps // accumulation)
+    tiles_per_step = engine.train_micro_batch_size_per_gpu() * accumulation * world_size
     start = time.perf_counter()
     batches = iter(loaders.train)
     try:
@@ -156,7 +159,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                     if big is not None:
                         noise.update(sum(small_norms) / len(small_norms), big)
                     small_norms = []
-                progress.advance(loss_value)
+                progress.advance(loss_value, tiles=tiles_per_step)
     finally:
         if probe is not None:
             probe.remove()

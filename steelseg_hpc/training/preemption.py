@@ -91,10 +91,6 @@ class StopRequest:
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def previous_handler(self, sig: signal.Signals) -> Any:
-        """The handler ``sig`` had before :meth:`install` (None if it was not installed)."""
-        return self._previous.get(sig)
-
     def hand_over(self, sig: signal.Signals | None = None) -> bool:
         """Restore the previous handlers and call the one of ``sig``, if callable.
 

@@ -138,3 +138,18 @@ def test_sbatch_script_from_the_local_cluster_profile(tmp_path):
                  "#SBATCH --signal=USR2@60", "#SBATCH --job-name=smoke", "export OMP_NUM_THREADS=1"):
         assert line in script.splitlines(), line
     assert "srun" in script  # the payload runs as a job step, so scancel --signal reaches it
+
+
+def test_a_profile_is_found_by_name_from_the_project_or_below(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert load_profile("local-cluster").partition == "gpu"
+    assert load_profile("local").executor == "local"
+    monkeypatch.chdir(REPO / "launch" / "experiments")  # a parent's launch/ folder is found too
+    assert load_profile("local-cluster").executor == "slurm"
+    with pytest.raises(ConfigError, match="--profile nosuch: no such file or profile name; known profiles: .*local-cluster"):
+        load_profile("nosuch")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no launch/ folder here or above"):
+        load_profile("local")
+    (tmp_path / "mine.toml").write_text('executor = "local"\n')
+    assert load_profile(tmp_path / "mine.toml").executor == "local"  # a path still works anywhere

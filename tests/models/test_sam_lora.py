@@ -125,3 +125,13 @@ def test_bad_rank_is_a_config_error(tiny_sam, rank):
 def test_out_of_range_block_is_a_config_error(tiny_sam):
     with pytest.raises(ConfigError, match="outside 0..1"):
         SamLoRA(tiny_sam, rank=4, lora_layer=[0, 2])
+
+
+def test_state_dict_holds_the_encoder_once(tiny_sam):
+    lora = SamLoRA(tiny_sam, rank=4)
+    names = list(lora.state_dict())
+    assert len(names) == len(set(names))
+    assert not any(name.startswith("lora_vit.") for name in names)
+    assert set(dict(lora.named_parameters())) <= set(names)
+    assert [n for n in names if n.endswith("blocks.0.attn.qkv.qkv.weight")] == [
+        "sam.image_encoder.blocks.0.attn.qkv.qkv.weight"]

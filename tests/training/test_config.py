@@ -40,12 +40,26 @@ def test_resolved_config_round_trips_and_reports_differences(tmp_path):
 
 def test_deepspeed_config_uses_torch_autocast_not_bf16_section():
     cfg = load_run_config(None, ["micro_batch=2", "grad_accumulation=3", "grad_clip=0.5"], zero_stage=2)
-    ds = build_deepspeed_config(cfg, world_size=2, steps_per_epoch=10)
+    ds = build_deepspeed_config(cfg, world_size=2, steps_per_epoch=10, precision="bf16")
     assert ds["train_batch_size"] == 12
     assert "bf16" not in ds and ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
     assert ds["optimizer"]["params"]["torch_adam"] is True
     assert ds["scheduler"]["params"]["total_num_steps"] == 10 * cfg.epochs
     assert ds["scheduler"]["params"]["warmup_num_steps"] == 10
     assert ds["gradient_clipping"] == 0.5
-    fp32 = build_deepspeed_config(load_run_config(None, [], precision="fp32"), 1, 5)
+    fp32 = build_deepspeed_config(load_run_config(None, [], precision="fp32"), 1, 5, precision="fp32")
     assert "torch_autocast" not in fp32 and "bf16" not in fp32
+
+
+def test_raising_epochs_or_patience_is_an_extension_and_lowering_them_is_a_difference():
+    saved = load_run_config(None, ["patience=2"], epochs=3)
+    more = load_run_config(None, ["patience=4"], epochs=5)
+    assert config_differences(saved, more) == []
+    fewer = load_run_config(None, ["patience=1"], epochs=2)
+    assert config_differences(saved, fewer) == ["epochs: 3 -> 2", "patience: 2 -> 1"]
+    never_stop = load_run_config(None, ["patience=0"], epochs=3)  # 0 = never stop early: more patience
+    assert config_differences(saved, never_stop) == [] and config_differences(never_stop, saved) != []
+
+
+def test_precision_defaults_to_auto():
+    assert load_run_config(None, []).precision == "auto"

@@ -36,7 +36,7 @@ def test_one_process_sam_lora(tiny_store, tmp_path):
     rows = read_metrics(run_dir)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(row["train_loss"] == row["train_loss"] for row in rows)  # finite
-    weights = run_dir / "checkpoints" / "epoch0002" / "model.pt"
+    weights = run_dir / "checkpoints" / "epoch0002" / "weights.safetensors"
     assert weights.is_file()
 
 

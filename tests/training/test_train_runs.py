@@ -34,13 +34,15 @@ def test_one_process_zero2_bf16_run_writes_everything(unet_run):
     for name in ("config.toml", "run.json", "train.log", "final.json"):
         assert (unet_run / name).is_file(), name
     run_info = json.loads((unet_run / "run.json").read_text())
-    assert {"git", "versions", "starts"} <= set(run_info)
+    assert {"git", "versions", "starts", "schema_version"} <= set(run_info)
     assert run_info["versions"]["deepspeed"]
+    start = run_info["starts"][-1]
+    assert (start["precision"], start["precision_requested"]) == ("bf16", "bf16")
     final = json.loads((unet_run / "final.json").read_text())
     assert final["stopped"] == "completed" and final["epochs_completed"] == 3
     checkpoints = unet_run / "checkpoints"
     latest = (checkpoints / "latest").read_text().strip()
-    assert latest == "epoch0003" and (checkpoints / latest / "model.pt").is_file()
+    assert latest == "epoch0003" and (checkpoints / latest / "weights.safetensors").is_file()
     assert (checkpoints / (checkpoints / "best").read_text().strip()).is_dir()
     assert len(list(checkpoints.glob("epoch*"))) <= 3  # keep 2 + best
 
@@ -74,6 +76,37 @@ def test_changed_config_on_resume_and_unknown_key_are_one_line_errors(unet_run, 
     assert unknown.exit_code == 2 and "optimiser" in unknown.output
     bad_option = runner.invoke(main, ["train", "--store", str(tiny_store), *TINY_UNET, "--set", "model.widht=3"])
     assert bad_option.exit_code == 2 and "widht" in bad_option.output
+
+
+def test_console_shows_progress_lines_and_no_library_noise(unet_run):
+    # progress goes to stderr (like every progress bar), the result to stdout
+    console = (unet_run.parent / "stderr.txt").read_text()
+    stdout = (unet_run.parent / "stdout.txt").read_text()
+    lines = [line for line in console.splitlines() if line.strip()]
+    assert lines[0].startswith("training unet3plus on ") and "ZeRO-2, bf16 (asked for bf16)" in lines[0]
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/3", "2/3", "3/3"]
+    assert all("tiles/s" in line and "val Dice" in line for line in lines if line.startswith("epoch "))
+    assert stdout.startswith("done ") and stdout.count("\n") == 1
+    for noise in ("DeepSpeed", "WARNING", "CUDA_HOME", "learning rate from scheduler", "\x1b[", "Warning"):
+        assert noise not in console + stdout, noise
+    assert "DeepSpeed" in (unet_run / "train.log").read_text()  # the library's messages are kept there
+
+
+def test_raising_epochs_extends_a_finished_run(unet_run, tiny_store, tmp_path):
+    run_dir = tmp_path / "extended"
+    shutil.copytree(unet_run, run_dir)
+    lowered = run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET, "--epochs", "2"],
+                      check=False)
+    assert lowered.returncode == 2 and "epochs: 3 -> 2" in lowered.stderr
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET, "--epochs", "4"])
+    log = (run_dir / "train.log").read_text()
+    assert "extending the run (epochs 3 -> 4)" in log and "ends at step 12 instead of 9" in log
+    rows = read_metrics(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4] and rows[-1]["step"] == 12
+    assert rows[:3] == read_metrics(unet_run)
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["epochs_completed"] == 4 and final["epochs_planned"] == 4
+    assert "epochs = 4" in (run_dir / "config.toml").read_text()
 
 
 def _assert_same_final_metrics(run_a: Path, run_b: Path) -> None:

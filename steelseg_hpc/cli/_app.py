@@ -6,6 +6,7 @@ torch or DeepSpeed.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -30,6 +31,21 @@ COMMAND_MODULES = {
 }
 
 
+#: OS errors that are the machine's state, not a bug: a full or read-only disk, a missing right.
+USER_OS_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted", errno.ENOTDIR: "not a directory",
+                  errno.EISDIR: "is a directory", errno.ENAMETOOLONG: "file name too long"}
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """One line for an OS error a user can fix (naming the file), else None."""
+    if exc.errno not in USER_OS_ERRORS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    return f"{where}: {USER_OS_ERRORS[exc.errno]}"
+
+
 class _Group(click.Group):
     """Reports user errors as one line and exit code 2 (never a traceback); loads commands lazily."""
 
@@ -46,6 +62,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SteelsegError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except OSError as exc:
+            message = describe_os_error(exc)
+            if message is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.table import Table
 
-from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.models import list_models
 from steelseg_hpc.models.profiling import profile_zoo
 
@@ -26,8 +27,11 @@ def models(as_json: bool, tile: int, batch: int, base_channels: int | None, arch
     results = profile_zoo(names, tile=tile, batch=batch, base_channels=base_channels,
                           device=device, bf16=bf16)
     rows = [r.as_dict() if hasattr(r, "as_dict") else {"name": r[0], "error": r[1]} for r in results]
+    failed = [row for row in rows if "error" in row]
     if as_json:
         click.echo(json.dumps({"tile": tile, "batch": batch, "device": device, "archs": rows}))
+        if rows and len(failed) == len(rows):
+            sys.exit(1)
         return
     table = Table(title=f"architectures at {batch} x {tile}² on {device}{' (bf16)' if bf16 else ''}")
     for column in ("architecture", "params (M)", "GFLOPs / tile", "peak train memory (MiB)"):
@@ -39,3 +43,7 @@ def models(as_json: bool, tile: int, batch: int, base_channels: int | None, arch
             table.add_row(row["name"], f"{row['params'] / 1e6:.2f}", f"{row['gflops']:.3g}",
                           f"{row['peak_bytes'] / 2**20:.0f}")
     console.print(table)
+    if rows and len(failed) == len(rows):
+        err_console.print(f"[bold red]error:[/] no architecture could be measured on {device} "
+                          f"(first: {failed[0]['name']}: {failed[0]['error']})")
+        sys.exit(1)

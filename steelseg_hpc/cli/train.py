@@ -26,7 +26,10 @@ from steelseg_hpc.cli._app import console, err_console, main
               help="Compute precision (default auto: bf16 where the hardware has it natively).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any run config field, e.g. --set model.base_channels=8 (repeatable).")
-def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage, precision, overrides) -> None:
+@click.option("--restart", is_flag=True,
+              help="If the run dir has a history but no intact checkpoint, move its files aside and start over.")
+def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage, precision, overrides,
+          restart) -> None:
     """Train (or resume, or extend) one run with DeepSpeed; under torchrun/srun every rank runs this.
 
     SIGTERM or SIGUSR2 (SLURM's warning) saves a checkpoint at the next optimiser step and exits
@@ -38,7 +41,8 @@ def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage,
                                       batch_size=batch_size, lr=lr, zero_stage=zero_stage, precision=precision)
     try:
         with training.StopRequest() as stop:
-            summary = training.train(config, run_dir or Path("runs") / config.model.name, stop=stop)
+            summary = training.train(config, run_dir or Path("runs") / config.model.name, stop=stop,
+                                     restart=restart)
     except training.TrainingPreempted as exc:
         if os.environ.get("RANK", "0") == "0":
             err_console.print(f"[bold yellow]stopped:[/] {exc}. Run the same command to resume.",
@@ -54,14 +58,19 @@ def train(arch, store, config_path, run_dir, epochs, batch_size, lr, zero_stage,
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--split", default="test", show_default=True, help="Store split with whole images.")
 @click.option("--tta", is_flag=True, help="Average over flips (test-time augmentation).")
+@click.option("--checkpoint", default="best", show_default=True, metavar="best|latest|TAG",
+              help="Which checkpoint: the best val Dice, the newest intact one, or a tag (epoch0007).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="The run's store at another path (default: where the run recorded it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, split, tta, as_json) -> None:
-    """Sliding-window evaluation of a run's best checkpoint on whole images."""
-    result = training.evaluate_run(run_dir, split=split, tta=tta)
+def evaluate(run_dir, split, tta, checkpoint, store, as_json) -> None:
+    """Sliding-window evaluation of a run's checkpoint on whole images."""
+    result = training.evaluate_run(run_dir, split=split, tta=tta, checkpoint=checkpoint, store=store)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    render_evaluation(result, f"{run_dir} · {split}{' · TTA' if tta else ''} · {result['checkpoint']}")
+    render_evaluation(result, f"{run_dir} · {split}{' · TTA' if tta else ''} · "
+                              f"{result['checkpoint_choice']} checkpoint {result['checkpoint']}")
 
 
 @main.command()

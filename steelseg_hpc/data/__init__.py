@@ -9,6 +9,7 @@ __all__ = [
     "LoadedSpec",
     "PrepSummary",
     "StoreInfo",
+    "check_same_store",
     "TileDataset",
     "WholeImages",
     "load_spec",
@@ -16,6 +17,7 @@ __all__ = [
     "open_store",
     "prepare",
     "read_provenance",
+    "store_identity",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -26,8 +28,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "LoadedSpec": "spec",
     "load_spec": "spec",
     "StoreInfo": "store",
+    "check_same_store": "store",
     "WholeImages": "store",
     "open_store": "store",
     "read_provenance": "store",
+    "store_identity": "store",
     "make_synthetic_dataset": "synth",
 })

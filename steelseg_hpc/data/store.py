@@ -95,6 +95,28 @@ def open_store(path: str | Path, require_complete: bool = True) -> StoreInfo:
     )
 
 
+def store_identity(info: StoreInfo) -> dict:
+    """What identifies a store's content, wherever it lies: its absolute path, dataset, classes and
+    ``spec_hash`` (prep's hash of the spec and of every raw image and mask it was made from)."""
+    return {"path": str(Path(info.path).absolute()), "spec_hash": info.spec_hash, "dataset": info.dataset,
+            "num_classes": info.num_classes, "class_names": list(info.class_names)}
+
+
+def check_same_store(recorded: dict, found: StoreInfo, owner: str) -> None:
+    """Refuse ``found`` when ``recorded`` (a :func:`store_identity`) names another store's content.
+
+    Raises:
+        DataError: naming both stores, so the user can point at the right one.
+    """
+    if not recorded or recorded.get("spec_hash") == found.spec_hash:
+        return
+    raise DataError(
+        f"{found.path} is not the store {owner} was trained on: that was {recorded.get('dataset')!r} "
+        f"({recorded.get('num_classes')} classes, hash {recorded.get('spec_hash')}) at {recorded.get('path')}; "
+        f"this is {found.dataset!r} ({found.num_classes} classes, hash {found.spec_hash}); point --store at "
+        "the run's store or use a new --run-dir")
+
+
 def read_provenance(store: str | Path, split: str) -> list[dict]:
     """The per-tile provenance rows of ``split``, in tile-index order.
 

@@ -1,4 +1,4 @@
-"""Act on submitted jobs from any shell: cancel them, read their logs.
+"""Act on submitted jobs from any shell: cancel them (or only signal them), read their logs.
 
 Example:
     >>> cancelled = cancel("smoke")  # every job of the experiment  # doctest: +SKIP
@@ -6,25 +6,46 @@ Example:
 """
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
-from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.compute import slurm
+from steelseg_hpc.core.errors import LaunchError
+from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+
+#: Signals ``cancel --signal`` may send: USR2 checkpoints and requeues (a simulated preemption),
+#: TERM checkpoints and stops, INT and KILL stop without a checkpoint, USR1 and HUP are passed on.
+SIGNALS = ("USR2", "TERM", "INT", "KILL", "USR1", "HUP")
 
 
 def resolve_target(target: str, index: ExperimentIndex) -> list[JobRow]:
     """The jobs ``target`` names: an experiment's jobs, or one job id from the index."""
     if index.is_experiment(target):
         return index.jobs(target)
-    return [index.find_job(target)]
+    try:
+        return [index.find_job(target)]
+    except LaunchError:
+        known = ", ".join(index.experiments()) if index.path.exists() else ""
+        raise LaunchError(f"{target!r} is neither an experiment nor a job id in {index.path} "
+                          f"(experiments: {known or 'none'})") from None
+
+
+def parse_signal(name: str) -> signal.Signals:
+    """``"USR2"``, ``"SIGUSR2"`` or ``"usr2"`` -> ``signal.SIGUSR2``; anything else is refused."""
+    short = name.upper().removeprefix("SIG")
+    if short not in SIGNALS:
+        raise LaunchError(f"--signal {name}: unknown or not allowed; choose one of {', '.join(SIGNALS)}")
+    return signal.Signals[f"SIG{short}"]
 
 
 def cancel(target: str, index: ExperimentIndex | None = None, signal_name: str | None = None
            ) -> list[JobRow]:
-    """Cancel an experiment's jobs or one job (``scancel``; SIGTERM for local jobs).
+    """Cancel an experiment's jobs or one job; or only send them a signal.
+
+    On SLURM this is ``scancel`` (every step of the job gets the signal). A local job's training
+    processes get SIGTERM (they save at the next optimiser step and stop) and the job shows as
+    CANCELLED.
 
     Args:
         target: an experiment name or a job id.
@@ -35,24 +56,17 @@ def cancel(target: str, index: ExperimentIndex | None = None, signal_name: str |
         The index rows of the jobs acted on.
     """
     index = index or ExperimentIndex()
+    sig = parse_signal(signal_name) if signal_name else None
     rows = resolve_target(target, index)
     slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
     if slurm_ids:
-        slurm.cancel(slurm_ids, signal=signal_name)
+        slurm.cancel(slurm_ids, signal=sig.name.removeprefix("SIG") if sig else None)
     for row in rows:
         if row.executor == "local":
-            _signal_local(row.job_id, signal_name)
+            local_jobs.signal_job(row.job_id, sig or signal.SIGTERM)
+        if sig is None:
+            index.record_cancellation(row.job_id, "TERM")
     return rows
-
-
-def _signal_local(pid: str, signal_name: str | None) -> None:
-    sig = getattr(signal, f"SIG{signal_name}") if signal_name else signal.SIGTERM
-    try:
-        os.kill(int(pid), sig)
-    except ProcessLookupError:
-        pass  # already finished
-    except (ValueError, PermissionError) as exc:
-        raise LaunchError(f"cannot signal local job {pid}: {exc}") from None
 
 
 def job_logs(job_id: str, index: ExperimentIndex | None = None, lines: int | None = None

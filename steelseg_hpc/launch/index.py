@@ -15,9 +15,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -36,6 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_experiment ON jobs (experiment);
 CREATE INDEX IF NOT EXISTS jobs_by_job_id ON jobs (job_id);
+CREATE TABLE IF NOT EXISTS cancellations (
+    job_id TEXT NOT NULL, signal TEXT NOT NULL, requested_at REAL NOT NULL
+);
 """
 
 
@@ -72,17 +77,31 @@ class ExperimentIndex:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_index_path()
 
-    def _connect(self, write: bool) -> sqlite3.Connection:
-        if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
+    @contextlib.contextmanager
+    def _connect(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """A connection (a transaction when writing); a damaged file is a one-line LaunchError."""
+        if self.path.is_dir():
+            raise LaunchError(f"experiment index {self.path} is a folder; set STEELSEG_INDEX to a file path")
+        if not write and not self.path.exists():
             raise LaunchError(f"no experiment index at {self.path}: nothing was launched yet "
                               "(or set STEELSEG_INDEX to the index the launch used)")
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.row_factory = sqlite3.Row
-        if write:
-            conn.executescript(_SCHEMA)
-        return conn
+        try:
+            if write:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise LaunchError(f"experiment index {self.path}: {exc}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            if write:
+                conn.executescript(_SCHEMA)
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            raise LaunchError(f"experiment index {self.path} cannot be read ({exc}): it is damaged or not "
+                              "an index; move it aside and the next launch starts a new one") from None
+        finally:
+            conn.close()
 
     def record_experiment(self, name: str, folder: Path, experiment_file: str | None,
                           profile_file: str | None, executor: str) -> None:
@@ -143,9 +162,23 @@ class ExperimentIndex:
             raise LaunchError(f"job {job_id!r} is not in the experiment index {self.path}")
         return JobRow(**dict(row))
 
+    def record_cancellation(self, job_id: str, signal_name: str) -> None:
+        """Note that ``cancel`` signalled ``job_id`` (local jobs have no scheduler to remember it)."""
+        with self._connect(write=True) as conn:
+            conn.execute("INSERT INTO cancellations VALUES (?, ?, ?)", (job_id, signal_name, time.time()))
+
+    def cancelled(self, job_id: str, since: float = 0.0) -> bool:
+        """Whether ``cancel`` (without ``--signal``) was asked to stop ``job_id`` after ``since``.
+
+        ``since`` is the job's submission time: a local job id is a pid, which a later job may reuse.
+        """
+        with self._connect(write=False) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "cancellations" not in tables:  # an index written before cancellations were recorded
+                return False
+            return conn.execute("SELECT 1 FROM cancellations WHERE job_id = ? AND signal = 'TERM' "
+                                "AND requested_at >= ?", (job_id, since)).fetchone() is not None
+
     def is_experiment(self, name: str) -> bool:
-        """True when ``name`` names a recorded experiment."""
-        try:
-            return name in self.experiments()
-        except LaunchError:
-            return False
+        """True when ``name`` names a recorded experiment (False while there is no index)."""
+        return self.path.exists() and name in self.experiments()

@@ -20,6 +20,7 @@ from typing import Any
 
 from steelseg_hpc.compute import slurm
 from steelseg_hpc.core import rundir
+from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 
 #: Prefix of the line a failing job writes to stderr; ``status`` reports the text after it.
@@ -92,7 +93,12 @@ _EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:\w+\.)*\w*(?:Error|Excep
 
 
 def failure_reason(stderr_path: str | Path) -> str:
-    """Why a job failed, from its stderr: the job's own error line, else the last exception."""
+    """Why a job failed, from its stderr: the job's own error line, else the last exception.
+
+    Nothing else counts: a job killed from outside (out of memory, time limit) has neither, and
+    its last stderr line is usually some library's notice, not the reason; the scheduler's own
+    state and exit code say more then.
+    """
     lines = tail(stderr_path, lines=400)
     for line in reversed(lines):
         if line.startswith(ERROR_MARKER):
@@ -101,11 +107,19 @@ def failure_reason(stderr_path: str | Path) -> str:
         match = _EXCEPTION_LINE.match(line.strip())
         if match:
             return match.group(1)
-    return lines[-1] if lines else ""
+    return ""
 
 
-def _local_state(row: JobRow) -> tuple[str, str]:
-    """State and reason of a local-executor job, from its process and submitit's result."""
+def _exit_reason(exit_code: str) -> str:
+    """SLURM's ``ExitCode`` (``code:signal``) in words."""
+    code, _, sig = exit_code.partition(":")
+    if sig and sig != "0":
+        return f"killed by signal {sig}" + (" (out of memory?)" if sig == "9" else "")
+    return f"exit code {code}" if code and code != "0" else ""
+
+
+def _local_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
+    """State and reason of a local-executor job, from its processes and submitit's result."""
     result = Path(row.stdout).parent / f"{row.job_id}_0_result.pkl"
     if result.exists():
         try:
@@ -115,14 +129,15 @@ def _local_state(row: JobRow) -> tuple[str, str]:
             return "COMPLETING", ""
         if outcome == "success":
             return "COMPLETED", ""
+        if index.cancelled(row.job_id, row.submitted_at):
+            return "CANCELLED", "cancelled by steelseg-hpc cancel"
         return "FAILED", str(payload).strip().splitlines()[-1] if payload else ""
-    try:
-        os.kill(int(row.job_id), 0)
-        return "RUNNING", ""
-    except (ValueError, ProcessLookupError):
-        return "FAILED", "process gone without a result"
-    except PermissionError:
-        return "RUNNING", ""
+    cancelled = index.cancelled(row.job_id, row.submitted_at)
+    if local_jobs.is_alive(row.job_id):
+        return ("CANCELLING" if cancelled else "RUNNING"), ""
+    if cancelled:
+        return "CANCELLED", "cancelled by steelseg-hpc cancel"
+    return "FAILED", "process gone without a result"
 
 
 def collect_status(experiment: str | None = None, index: ExperimentIndex | None = None
@@ -152,11 +167,11 @@ def collect_status(experiment: str | None = None, index: ExperimentIndex | None 
                 status.state, status.node, status.elapsed = record.state, record.node, record.elapsed
                 status.reason, status.exit_code = record.reason, record.exit_code
         else:
-            status.state, status.reason = _local_state(row)
+            status.state, status.reason = _local_state(row, index)
             status.node = "local"
         _fill_metrics(status)
         if status.state in PROBLEM_STATES:
             status.stderr_tail = tail(row.stderr)
-            status.reason = failure_reason(row.stderr) or status.reason
+            status.reason = failure_reason(row.stderr) or status.reason or _exit_reason(status.exit_code)
         result.append(status)
     return result

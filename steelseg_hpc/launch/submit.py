@@ -9,13 +9,13 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from steelseg_hpc.compute import slurm
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch.config import Experiment, load_experiment
+from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.executor import Executor
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 from steelseg_hpc.launch.job import TrainingJob
@@ -44,20 +44,10 @@ def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) ->
             record = states.get(row.job_id)
             active = record is not None and record.state not in slurm.TERMINAL_STATES
         else:
-            active = _pid_alive(row.job_id)
+            active = local_jobs.is_alive(row.job_id)
         if active:
             raise LaunchError(f"{row.arch} seed {row.seed} is still in job {row.job_id} "
                               f"({row.run_dir}); wait for it or: steelseg-hpc cancel {experiment.name}")
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def submit_experiment(

@@ -139,6 +139,9 @@ def resize_sam_input(sam: Sam, image_size: int) -> None:
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path``, turning every failure into an error naming the file."""
+    if path.is_dir():
+        raise ConfigError(f"SAM checkpoint {path} is a folder; expected the checkpoint file in it "
+                          "(sam_vit_b_01ec64.pth, or a .safetensors)")
     if not path.is_file():
         raise ConfigError(
             f"SAM checkpoint {path} does not exist; checkpoints are not downloaded here: copy the "
@@ -152,9 +155,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch/safetensors raise many types for a damaged file
+        # torch's own text suggests weights_only=False, which would run code from the file: never
         raise DataError(
-            f"SAM checkpoint {path} is unreadable (truncated or not a PyTorch/safetensors file): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"SAM checkpoint {path} is unreadable: truncated, damaged, or not a state dict saved with "
+            f"torch.save or safetensors ({type(exc).__name__})"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # training checkpoints often nest the weights

@@ -24,14 +24,14 @@ import torch
 import torch.distributed as dist
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import DataError, TrainingError
+from steelseg_hpc.core.errors import DataError, SteelsegError, TrainingError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow
-from steelseg_hpc.data import open_store
+from steelseg_hpc.data import check_same_store, open_store, store_identity
 from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig, extensions
-from steelseg_hpc.training.data_loading import build_loaders
+from steelseg_hpc.training.data_loading import build_loaders, check_splits
 from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
 from steelseg_hpc.training.engine import build_engine, load_engine_checkpoint, save_engine_checkpoint
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped
@@ -42,6 +42,7 @@ from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
 from steelseg_hpc.training.run_dir import RunDir
+from steelseg_hpc.training.run_lock import RunLock
 from steelseg_hpc.training.run_info import host_info, peak_memory_mb, reset_peak_memory
 from steelseg_hpc.training.weights import WeightsMeta, base_identity, check_same_base
 
@@ -89,9 +90,14 @@ def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
     """
     fresh = {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0, "resume_epoch": None,
              "tag": None}
-    tag = _broadcast(checkpoints.resume_tag() if env.is_main else None)
+    tag, skipped = _broadcast(checkpoints.resume_choice() if env.is_main else None)
     if tag is None:
         return fresh
+    for damaged in skipped:
+        log.warning("checkpoint %s is damaged or incomplete (its files differ from its manifest); "
+                    "skipping it", damaged)
+    if skipped:
+        log.warning("falling back to checkpoint %s", tag)
     load_path, client = load_engine_checkpoint(engine, checkpoints.root, tag, weights_kind)
     if load_path is None:
         raise TrainingError(f"{checkpoints.root / tag}: DeepSpeed could not load this checkpoint")
@@ -146,7 +152,25 @@ def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSum
     return None
 
 
-def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> FinalSummary:
+def _on_main(env: DistEnv, action):
+    """Run ``action`` on rank 0 only; a user error it raises is raised on every rank.
+
+    Rank 0 alone writes the run directory; the other ranks must not wait at a barrier for a
+    rank that has given up, so the outcome is broadcast.
+    """
+    outcome = None
+    if env.is_main:
+        try:
+            action()
+        except SteelsegError as exc:
+            outcome = (type(exc), str(exc))
+    outcome = _broadcast(outcome)
+    if outcome is not None:
+        raise outcome[0](outcome[1])
+
+
+def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
+          restart: bool = False) -> FinalSummary:
     """Train (or resume, or extend) one run; every rank of the job calls this.
 
     Args:
@@ -158,6 +182,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> 
             has received its signal, every rank saves a mid-epoch checkpoint and this raises
             :class:`TrainingPreempted`. A signal that arrives during the last epoch's
             validation lets the run finish normally.
+        restart: Start over when the run directory holds a history but no intact checkpoint
+            (its files are moved aside to ``RUN_DIR.damaged-TIMESTAMP``), instead of refusing.
 
     Returns:
         The summary also written to ``final.json``: epochs run, best epoch and val Dice, the last
@@ -165,58 +191,102 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None) -> 
 
     Raises:
         ConfigError: the config differs from the one saved in ``run_dir`` (other than a raised
-            ``epochs`` or ``patience``).
-        DataError: the store is missing or too small.
-        TrainingError: a non-finite loss, or an unloadable checkpoint.
+            ``epochs`` or ``patience``), or ``run_dir`` is not a folder.
+        DataError: the store is missing, too small, or not the one the run trained on.
+        TrainingError: a non-finite loss, an unloadable or wholly damaged checkpoint history, or
+            another process training in ``run_dir``.
         TrainingPreempted: ``stop`` was requested; the checkpoint it names holds all progress.
     """
     if not config.data.store:
         raise DataError("no store given: pass --store STORE.zarr or set data.store")
-    store = open_store(config.data.store)
     run = RunDir(run_dir)
+    store = open_store(config.data.store)
+    check_splits(store, config)
     saved = run.saved_config()
     changes = extensions(saved, config) if saved is not None else {}
-    if run.check_config(config):
+    if run.check_config(config) and not restart:
         finished = _finished_summary(run, config, changes)
         if finished is not None:
             return finished
     arch = architecture(config.model.name)
     base = base_identity(config.model.name, config.model.options(), config.seed)
-    previous = rundir.read_run_info(run.path)
+    previous = None if restart else rundir.read_run_info(run.path)
     if previous is not None and previous.model.get("base") is not None:
         check_same_base(previous.model["base"], base, str(run.path))
+    check_same_store(previous.store if previous is not None else {}, store, str(run.path))
+    identity = store_identity(store)
     with ThirdPartyLogs() as third_party:
         env = setup_distributed()
         third_party.take_over("DeepSpeed")  # its logger gets its own handler on import
-        device = device_for(env)
-        precision = resolve_precision(config.precision, device.type)
-        if env.is_main:
-            run.initialise(config, {"host": host_info(env.world_size), **precision.as_dict()})
-            run.update_run_info(model={"arch": arch.name, "base": base})
-            if changes and run.files.final.exists():
-                run.files.final.unlink()  # the run is going again: not finished any more
-        _barrier()
-        package_logger = logging.getLogger("steelseg_hpc")
-        previous_level = package_logger.level
-        handler = run.attach_log() if env.is_main else None
-        if handler is not None:
-            third_party.write_to(handler)
+        lock = RunLock(run.path, enabled=env.is_main)
+        _on_main(env, lock.acquire)
         try:
-            weights_meta = WeightsMeta(arch=arch.name, options=config.model.options(),
-                                       num_classes=store.num_classes, class_names=store.class_names,
-                                       kind=arch.checkpoint, base=base, seed=config.seed)
-            return _run(config, run, env, device, store, precision, weights_meta, changes, stop)
-        except TrainingError as exc:
-            log.error("%s", exc)
-            raise
-        except TrainingPreempted as exc:
-            log.warning("%s", exc)
-            raise
+            return _start(config, run, env, store, arch, base, identity, changes, third_party, stop, restart)
         finally:
-            if handler is not None:
-                package_logger.removeHandler(handler)
-                package_logger.setLevel(previous_level)
-                handler.close()
+            lock.release()
+
+
+def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict, identity: dict,
+           changes: dict, third_party: ThirdPartyLogs, stop: StopRequest | None, restart: bool) -> FinalSummary:
+    """Validate everything that can fail, then write the run directory, then train."""
+    device = device_for(env)
+    precision = resolve_precision(config.precision, device.type)
+    loaders = build_loaders(config, env.rank, env.world_size)
+    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
+    checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
+                                    is_main=env.is_main, barrier=_barrier)
+    _on_main(env, lambda: _check_history(run, checkpoints, restart))
+    if env.is_main:
+        run.initialise(config, {"host": host_info(env.world_size), **precision.as_dict()})
+        run.update_run_info(model={"arch": arch.name, "base": base}, store=identity)
+        if changes and run.files.final.exists():
+            run.files.final.unlink()  # the run is going again: not finished any more
+    _barrier()
+    package_logger = logging.getLogger("steelseg_hpc")
+    previous_level = package_logger.level
+    handler = run.attach_log() if env.is_main else None
+    if handler is not None:
+        third_party.write_to(handler)
+    try:
+        weights_meta = WeightsMeta(arch=arch.name, options=config.model.options(),
+                                   num_classes=store.num_classes, class_names=store.class_names,
+                                   kind=arch.checkpoint, base=base, seed=config.seed)
+        return _run(config, run, env, device, loaders, engine, checkpoints, precision, weights_meta,
+                    changes, stop)
+    except TrainingError as exc:
+        log.info("failed: %s", exc)  # for train.log; the caller shows the error itself
+        raise
+    except TrainingPreempted as exc:
+        log.info("%s", exc)
+        raise
+    finally:
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(previous_level)
+            handler.close()
+
+
+def _check_history(run: RunDir, checkpoints: CheckpointManager, restart: bool) -> None:
+    """A run with a history must resume from an intact checkpoint, never start a second history.
+
+    With ``restart``, a history that cannot be resumed is moved aside and the run starts over.
+    """
+    rows = run.read_metrics()
+    if checkpoints.resume_tag() is not None or not (rows or checkpoints.any_saved()):
+        return
+    if not checkpoints.any_saved() and max(row.epoch for row in rows) <= 1:
+        # A crash between epoch 1's metrics row and its checkpoint: start that epoch again.
+        run.truncate_metrics(0)
+        return
+    if not restart:
+        damaged = checkpoints.complete_tags()
+        what = (f"all {len(damaged)} checkpoint(s) ({', '.join(damaged)}) are damaged" if damaged
+                else "its checkpoints are gone")
+        raise TrainingError(
+            f"{run.path} has {len(rows)} trained epoch(s) in {run.files.metrics.name} but {what}, so there "
+            "is nothing to resume from; rerun with --restart to move its files aside and start over")
+    aside = run.move_aside("damaged")
+    log.warning("%s: no intact checkpoint; moved its files to %s and started over", run.path, aside)
 
 
 def _metrics_row(config: RunConfig, engine, env: DistEnv, device: torch.device, epoch: int,
@@ -274,15 +344,11 @@ def _epoch_line(config: RunConfig, row: MetricsRow, improved: bool) -> str:
             f"  {_fmt(row.epoch_seconds, '.0f')} s  B_simple {_fmt(row.noise_scale_b_simple, '.1f')}")
 
 
-def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, store,
-         precision: PrecisionChoice, weights_meta: WeightsMeta, changes: dict,
-         stop: StopRequest | None = None) -> FinalSummary:
-    loaders = build_loaders(config, env.rank, env.world_size)
-    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
-    metrics = SegmentationMetrics(store.num_classes, store.class_names).to(device)
+def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loaders, engine,
+         checkpoints: CheckpointManager, precision: PrecisionChoice, weights_meta: WeightsMeta,
+         changes: dict, stop: StopRequest | None = None) -> FinalSummary:
+    metrics = SegmentationMetrics(weights_meta.num_classes, weights_meta.class_names).to(device)
     noise = _noise_estimator(config, env.world_size)
-    checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
-                                    is_main=env.is_main, barrier=_barrier)
     state = _resume(engine, checkpoints, run, env, noise, weights_meta.kind)
     stop_reason, last_row = "completed", None
     with EpochProgress(enabled=config.progress and env.is_main) as progress:
@@ -326,15 +392,17 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, sto
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
+            # The row is on disk before the checkpoint becomes `latest`: a crash between the two
+            # resumes from the previous checkpoint, which drops this row and trains the epoch again.
+            last_row = _metrics_row(config, engine, env, device, epoch, stats, noise,
+                                    earlier_seconds + time.perf_counter() - epoch_start)
+            if env.is_main:
+                run.append_metrics(last_row)
             client = {key: state[key] for key in _STATE_KEYS}
             client["noise_scale"] = noise.state_dict() if noise else None
             checkpoints.save(epoch, stats["val_dice"], extra_meta={"val_dice": stats["val_dice"]},
                              write_fn=lambda folder: save_engine_checkpoint(
                                  engine, folder, client, weights_meta, env.is_main))
-            last_row = _metrics_row(config, engine, env, device, epoch, stats, noise,
-                                    earlier_seconds + time.perf_counter() - epoch_start)
-            if env.is_main:
-                run.append_metrics(last_row)
             line = _epoch_line(config, last_row, improved)
             log.info("%s", line)
             progress.end_epoch(line)

@@ -31,6 +31,7 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -38,12 +39,14 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.core.io import atomic_write_json, atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 META_FILE = "meta.json"
+_NEARLY_FULL_MIB = 64
 _TAG_RE = re.compile(r"^epoch(\d+)(?:-mb(\d+))?$")
 
 
@@ -78,9 +81,8 @@ class CheckpointManager:
 
     def __init__(self, root: Path, keep: int = 2, is_main: bool = True,
                  barrier: Callable[[], None] = lambda: None):
+        # The folder appears with the first save: a run that fails to start leaves nothing behind.
         self.root, self.keep, self.is_main, self.barrier = Path(root), keep, is_main, barrier
-        if is_main:
-            self.root.mkdir(parents=True, exist_ok=True)
 
     # ----------------------------------------------------------------------------- reading
     def _pointer(self, name: str) -> str | None:
@@ -107,6 +109,10 @@ class CheckpointManager:
         tags = [p.name for p in self.root.glob("epoch*") if _TAG_RE.match(p.name) and (p / META_FILE).exists()]
         return sorted(tags, key=_progress_key, reverse=True)
 
+    def any_saved(self) -> bool:
+        """Whether any checkpoint was ever completed here (intact or not)."""
+        return bool(self.complete_tags()) or self.latest_tag() is not None
+
     def verify(self, tag: str) -> bool:
         """Whether every file of ``tag`` still matches the manifest written when it was saved."""
         meta = self.meta(tag)
@@ -117,22 +123,26 @@ class CheckpointManager:
         except OSError:
             return False
 
-    def resume_tag(self) -> str | None:
-        """The checkpoint to resume from: ``latest`` if intact, else the newest intact one."""
+    def resume_choice(self) -> tuple[str | None, list[str]]:
+        """The checkpoint to resume from (``latest`` if intact, else the newest intact one) and
+        the damaged or incomplete ones passed over, newest first."""
         candidates = self.complete_tags()
         latest = self.latest_tag()
+        skipped = []
         if latest in candidates:
             candidates.remove(latest)
             candidates.insert(0, latest)
         elif latest is not None:
-            log.warning("checkpoint pointer 'latest' names %s, which is incomplete", latest)
+            skipped.append(latest)
         for tag in candidates:
             if self.verify(tag):
-                if tag != candidates[0] or (latest is not None and tag != latest):
-                    log.warning("falling back to checkpoint %s (newer ones are damaged)", tag)
-                return tag
-            log.warning("checkpoint %s is damaged (files differ from its manifest); skipping it", tag)
-        return None
+                return tag, skipped
+            skipped.append(tag)
+        return None, skipped
+
+    def resume_tag(self) -> str | None:
+        """The checkpoint to resume from: ``latest`` if intact, else the newest intact one."""
+        return self.resume_choice()[0]
 
     # ----------------------------------------------------------------------------- writing
     def save(self, epoch: int, score: float | None, write_fn: Callable[[Path], None],
@@ -160,7 +170,18 @@ class CheckpointManager:
                 shutil.rmtree(partial)
             partial.mkdir(parents=True)
         self.barrier()
-        write_fn(partial)
+        try:
+            write_fn(partial)
+        except (OSError, RuntimeError) as exc:
+            # torch.save reports a full disk as RuntimeError("... file write failed")
+            if self.is_main:
+                shutil.rmtree(partial, ignore_errors=True)  # give the space back
+            free = shutil.disk_usage(self.root).free / 2**20
+            # torch.save's RuntimeError on a full disk carries no errno ("unexpected pos ...")
+            full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < _NEARLY_FULL_MIB
+            reason = "no space left on device" if full else str(exc).splitlines()[0]
+            raise TrainingError(f"could not write checkpoint {partial} ({reason}; {free:.0f} MiB free there); "
+                                "the previous checkpoint is intact: free space and rerun to resume") from None
         self.barrier()
         if self.is_main:
             meta = {"epoch": epoch, "score": score, **(extra_meta or {}), "files": _manifest(partial)}
@@ -185,6 +206,8 @@ class CheckpointManager:
 
     def prune(self) -> None:
         """Remove all but the ``keep`` newest complete checkpoints, the best one and ``latest``."""
+        if not self.root.is_dir():
+            return
         protected = {self.best_tag(), self.latest_tag()} | set(self.complete_tags()[: self.keep])
         for path in self.root.iterdir():
             stale_partial = path.name.endswith(PARTIAL_SUFFIX)

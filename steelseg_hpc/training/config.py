@@ -132,7 +132,8 @@ FLAG_KEYS = {
 
 # Keys that may differ when an existing run is resumed: they change neither the model nor the
 # optimisation trajectory.
-RESUMABLE_CHANGES = {"data.num_workers", "data.prefetch_factor", "data.pin_memory", "progress"}
+# data.store may be given by another path: the run checks the store's identity instead.
+RESUMABLE_CHANGES = {"data.num_workers", "data.prefetch_factor", "data.pin_memory", "progress", "data.store"}
 #: Keys a resume may raise: the run is extended from its latest checkpoint.
 EXTENDABLE = ("epochs", "patience")
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from dataclasses import dataclass
 
@@ -21,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from steelseg_hpc.core.errors import DataError
-from steelseg_hpc.data import TileDataset
+from steelseg_hpc.data import StoreInfo, TileDataset
 from steelseg_hpc.training.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 class ShardSampler(Sampler[int]):
@@ -92,6 +95,24 @@ def _loader_options(config: RunConfig, rank: int) -> dict:
     if workers > 0:
         options.update(prefetch_factor=config.data.prefetch_factor, persistent_workers=True)
     return options
+
+
+def check_splits(store: StoreInfo, config: RunConfig) -> None:
+    """The run's train and val splits must be tile splits of the store; val must not be train.
+
+    Raises:
+        DataError: a split the store does not have (the message lists those it has).
+    """
+    for key, split in (("data.train_split", config.data.train_split), ("data.val_split", config.data.val_split)):
+        if split not in store.splits:
+            raise DataError(f"{key} = {split!r}: the store {store.path} has no such split "
+                            f"(it has {', '.join(store.splits) or 'none'})")
+        if store.splits[split] == 0:
+            raise DataError(f"{key} = {split!r}: the store's split has no tiles")
+    if config.data.train_split == config.data.val_split:
+        log.warning("data.val_split = data.train_split = %r: validation runs on training tiles, so val "
+                    "Dice measures fit, not generalisation, and best-checkpoint choice is optimistic",
+                    config.data.val_split)
 
 
 def build_loaders(config: RunConfig, rank: int, world_size: int,

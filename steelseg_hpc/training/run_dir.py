@@ -20,7 +20,8 @@ from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.io import atomic_write_text
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
 from steelseg_hpc.training.config import RunConfig, config_differences, load_saved_config
-from steelseg_hpc.training.run_info import git_commit, host_info, package_versions
+from steelseg_hpc.training.run_info import git_commit, package_versions
+from steelseg_hpc.training.run_lock import LOCK_NAME
 
 
 class RunDir:
@@ -30,6 +31,17 @@ class RunDir:
         self.files = RunFiles(path)
         self.path = self.files.path
         self.checkpoints = self.files.checkpoints
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--run-dir {self.path} is a file; expected a folder (new or of an earlier run)")
+
+    def move_aside(self, label: str) -> Path:
+        """Move everything but the lock into ``RUN_DIR.LABEL-TIMESTAMP`` beside it; return that."""
+        aside = self.path.with_name(f"{self.path.name}.{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside.mkdir()
+        for entry in self.path.iterdir():
+            if entry.name != LOCK_NAME:
+                entry.rename(aside / entry.name)
+        return aside
 
     def saved_config(self) -> RunConfig | None:
         return load_saved_config(self.files.config) if self.files.config.exists() else None

@@ -51,3 +51,16 @@ def test_tail_of_a_log(tmp_path):
                                         ("gpu:a100:2,gpu:v100:1", 3), ("mps:100", 0)])
 def test_gpu_count_from_gres(gres, gpus):
     assert parse_gpu_count(gres) == gpus
+
+
+def test_failure_reason_is_an_error_line_never_a_library_notice(tmp_path):
+    from steelseg_hpc.launch.status import ERROR_MARKER, failure_reason
+
+    stderr = tmp_path / "err"
+    stderr.write_text("W1201 22:26:18.520000 5830 torch/utils/cpp_extension.py:183] No CUDA runtime is found, "
+                      "using CUDA_HOME='/usr/local'\n")
+    assert failure_reason(stderr) == ""
+    stderr.write_text("Traceback (most recent call last):\nValueError: bad tile\nW1201 notice\n")
+    assert failure_reason(stderr) == "ValueError: bad tile"
+    stderr.write_text(f"{ERROR_MARKER} DataError: store gone\nW1201 notice\n")
+    assert failure_reason(stderr) == "DataError: store gone"

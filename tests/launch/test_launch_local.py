@@ -1,20 +1,87 @@
-"""The same launch, status and logs on the local executor (processes on this machine, no SLURM)."""
+"""The same launch, status, logs and cancel on the local executor (processes here, no SLURM)."""
 from __future__ import annotations
 
-import pytest
+import re
+import time
 
-from steelseg_hpc.launch import job_logs, submit_experiment
+import pytest
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
 from steelseg_hpc.compute.profiles import load_profile
+from steelseg_hpc.core.rundir import read_metrics
+from steelseg_hpc.launch import cancel, job_logs, submit_experiment
+from steelseg_hpc.launch.local_jobs import is_alive, task_processes
 
 from .conftest import REPO, tiny_experiment, wait_for_jobs
+
+LOCAL = REPO / "launch" / "local.toml"
 
 
 @pytest.mark.slow
 def test_local_executor_trains_and_reports(tiny_store, tmp_path, index):
     exp = tiny_experiment("local", tiny_store, tmp_path, extra=("epochs=1",))
-    (row,) = submit_experiment(exp, load_profile(REPO / "launch" / "local.toml"), index)
+    (row,) = submit_experiment(exp, load_profile(LOCAL), index)
     assert row.executor == "local" and row.job_id.isdigit()  # a local job id is its pid
     (status,) = wait_for_jobs("local", index, timeout=240)
     assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
     assert status.epoch == 1 and status.best_val_dice is not None and status.node == "local"
     assert "unet3plus seed 0" in job_logs(row.job_id, index)["stdout"]
+
+
+def _wait_for_training(row, run_dir, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not (task_processes(row.job_id) and read_metrics(run_dir)):
+        assert time.monotonic() < deadline, job_logs(row.job_id, lines=30)["stderr"]
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index):
+    exp = tiny_experiment("stopme", tiny_store, tmp_path, extra=("epochs=500",))
+    (row,) = submit_experiment(exp, load_profile(LOCAL), index)
+    run_dir = tmp_path / "stopme" / "unet3plus-s0"
+    _wait_for_training(row, run_dir)
+    tasks = task_processes(row.job_id)
+    result = CliRunner().invoke(main, ["cancel", "stopme"], catch_exceptions=False)
+    assert result.exit_code == 0 and "cancelled 1 job(s)" in result.output
+    (status,) = wait_for_jobs("stopme", index, timeout=60)
+    assert status.state == "CANCELLED", (status.state, status.reason)
+    assert not is_alive(row.job_id) and not any(task.is_running() for task in tasks)
+    epochs = len(read_metrics(run_dir))
+    time.sleep(3)
+    assert len(read_metrics(run_dir)) == epochs  # nothing trains on in the background
+    assert "stopped on SIGTERM" in job_logs(row.job_id, index)["stderr"]
+
+
+@pytest.mark.slow
+def test_usr2_checkpoints_and_requeues_a_local_job(tiny_store, tmp_path, index):
+    exp = tiny_experiment("preemptme", tiny_store, tmp_path, extra=("epochs=3",))
+    (row,) = submit_experiment(exp, load_profile(LOCAL), index)
+    run_dir = tmp_path / "preemptme" / "unet3plus-s0"
+    _wait_for_training(row, run_dir)
+    time.sleep(0.3 * read_metrics(run_dir)[0].train_seconds)  # a third into epoch 2
+    cancel("preemptme", index, signal_name="USR2")
+    (status,) = wait_for_jobs("preemptme", index, timeout=300)
+    assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
+    log = (run_dir / "train.log").read_text()
+    assert re.search(r"resumed from checkpoint epoch0002-mb\d+ \(epoch 2, after micro-batch \d+", log), log
+    assert [r.epoch for r in read_metrics(run_dir)] == [1, 2, 3]
+
+
+def test_signal_names_and_unknown_targets_are_one_line_errors(index):
+    index.record_experiment("known", index.path.parent, None, None, "local")
+    runner = CliRunner()
+    bad_signal = runner.invoke(main, ["cancel", "known", "--signal", "BOGUS"])
+    assert bad_signal.exit_code == 2 and "--signal BOGUS: unknown or not allowed; choose one of USR2" in bad_signal.output
+    unknown = runner.invoke(main, ["cancel", "nosuch"])
+    assert unknown.exit_code == 2
+    assert "'nosuch' is neither an experiment nor a job id" in unknown.output and "known" in unknown.output
+
+
+def test_a_damaged_index_is_one_line(index):
+    index.path.write_bytes(b"this is not sqlite" * 100)
+    for args in (["status"], ["cancel", "x"], ["logs", "1"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "cannot be read" in result.output and "Traceback" not in result.output

@@ -31,3 +31,11 @@ def test_unknown_architecture_is_a_one_line_error():
     result = CliRunner().invoke(main, ["models", *TINY, "--arch", "resnet-nope"])
     assert result.exit_code == 2
     assert "unknown architecture" in result.output
+
+
+def test_every_measurement_failing_is_a_failure_not_a_success():
+    # a 16 px tile is smaller than the UNet 3+'s four poolings need
+    result = CliRunner().invoke(main, ["models", "--tile", "16", "--batch", "1", "--base-channels", "4",
+                                       "--arch", "unet3plus", "--device", "cuda:7"])
+    assert result.exit_code == 1, result.output
+    assert "no architecture could be measured on cuda:7" in result.output

@@ -68,8 +68,22 @@ def test_garbage_checkpoint_names_the_file(tmp_path):
     for name in ("junk.pth", "junk.safetensors"):
         path = tmp_path / name
         path.write_bytes(b"not a checkpoint at all")
-        with pytest.raises(DataError, match=f"{path}.*unreadable"):
+        with pytest.raises(DataError, match=f"{path}.*unreadable") as caught:
             build_sam("tiny", checkpoint=path)
+        assert "weights_only" not in str(caught.value)  # never advise loading untrusted pickles
+
+
+def test_a_pickled_object_is_refused_not_executed(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": object()}, path)  # loading it needs weights_only=False: arbitrary code
+    with pytest.raises(DataError, match="unreadable") as caught:
+        build_sam("tiny", checkpoint=path)
+    assert "weights_only" not in str(caught.value)
+
+
+def test_a_folder_given_as_checkpoint_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=f"{tmp_path} is a folder; expected the checkpoint file in it"):
+        build_sam("tiny", checkpoint=tmp_path)
 
 
 def test_mismatched_checkpoint_names_the_file_and_its_variant(sam_checkpoint):

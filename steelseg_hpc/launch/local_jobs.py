@@ -1,0 +1,75 @@
+"""The processes of a submitit local job, so ``cancel`` and ``status`` act on what really runs.
+
+A local job's id is the pid of what submitit started: a shell running the profile's ``setup``
+lines, which starts submitit's controller (``submitit.local._local``), which starts one task per
+rank (``submitit.core._submit``), which runs the training. Signalling the job id alone reaches only
+the shell: the training carried on and a relaunch started a second trainer on the same run dir.
+So signals go to the task processes, where the training's stop handler is: SIGTERM saves at the
+next optimiser step and exits; USR2 saves and asks submitit to requeue, which the controller does
+by starting the tasks again. A job with no task yet (still starting) is killed outright.
+
+Example:
+    >>> is_alive(2 ** 22 + 12345)  # no such process
+    False
+"""
+from __future__ import annotations
+
+import signal
+
+import psutil
+
+_TASK_MODULE = "submitit.core._submit"
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def is_alive(pid: int | str) -> bool:
+    """Whether the job still has a living process (an exited, unreaped one does not count)."""
+    try:
+        return any(_alive(process) for process in _tree(int(pid)))
+    except ValueError:
+        return False
+
+
+def task_processes(pid: int | str) -> list[psutil.Process]:
+    """The job's task processes (one per rank), the ones that run the training."""
+    found = []
+    for process in _tree(int(pid)):
+        try:
+            if _alive(process) and _TASK_MODULE in " ".join(process.cmdline()):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def signal_job(pid: int | str, sig: signal.Signals) -> int:
+    """Send ``sig`` to the job's tasks; returns how many processes were signalled.
+
+    Without tasks (the job is still starting, or already ending) the whole process tree is
+    killed for SIGTERM (there is nothing to save yet), and nothing is sent for other signals.
+    """
+    tasks = task_processes(pid)
+    targets = tasks or ([p for p in _tree(int(pid)) if _alive(p)] if sig == signal.SIGTERM else [])
+    final = sig if tasks else signal.SIGKILL
+    sent = 0
+    for process in targets:
+        try:
+            process.send_signal(final)
+            sent += 1
+        except psutil.NoSuchProcess:
+            continue
+    return sent

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from steelseg_hpc import launch as launch_stage
+from steelseg_hpc import sweeps
 from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.launch.status import PROBLEM_STATES
@@ -52,22 +53,52 @@ def launch(experiment, profile, overrides, profile_overrides, wait, index_path) 
 @main.command()
 @click.argument("experiment", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until every job has ended.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of jobs instead.")
+@click.option("--json", "as_json", is_flag=True, help='Print JSON instead: {"jobs": [...], "sweeps": [...]}.')
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes.")
 @_index_option
 def status(experiment, watch, as_json, interval, index_path) -> None:
-    """Show the jobs of EXPERIMENT: state, progress, metrics.
+    """Show the jobs of EXPERIMENT (or sweep): state, progress, metrics; and the sweeps.
 
-    Without EXPERIMENT, the most recently launched one.
+    Without EXPERIMENT, the most recently launched one, and every sweep.
     """
+    index = _index(index_path)
     if watch and not as_json:
-        _watch(experiment, _index(index_path), interval)
+        _watch(experiment, index, interval)
         return
-    rows = launch_stage.collect_status(experiment, _index(index_path))
+    rows = launch_stage.collect_status(experiment, index)
+    sweep_rows = _sweeps(index, experiment)
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        click.echo(json.dumps({"jobs": [row.to_dict() for row in rows],
+                               "sweeps": [row.to_dict() for row in sweep_rows]}, indent=2))
     else:
-        (console if console.is_terminal else _wide_console()).print(render_status(rows))
+        out = console if console.is_terminal else _wide_console()
+        out.print(render_status(rows))
+        if sweep_rows:
+            out.print(render_sweeps(sweep_rows))
+
+
+def _sweeps(index, experiment: str | None) -> list:
+    """The sweeps to show: the one named, or all of them when no experiment is named."""
+    recorded = {entry["name"] for entry in index.sweeps()}
+    if experiment is not None and experiment not in recorded:
+        return []
+    return sweeps.all_sweeps(index, experiment) if recorded else []
+
+
+def render_sweeps(rows) -> Table:
+    """One line per sweep: trials by state, the best trial, the trials in flight, the driver."""
+    table = Table(title="sweeps", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("sweep", "trials", "best", "best params", "in flight", "driver"):
+        table.add_column(header, no_wrap=header == "sweep")
+    for row in rows:
+        if row.error:
+            table.add_row(row.name, Text(row.error, style="red"), "", "", "", row.driver)
+            continue
+        trials = ", ".join(f"{count} {state.lower()}" for state, count in sorted(row.trials.items()))
+        flying = "; ".join(f"#{r['trial']} job {r['job_id']} epoch {r['epoch'] or '-'}" for r in row.running) or "-"
+        best = "-" if row.best_value is None else f"{row.best_value:.4f} (#{row.best_trial})"
+        table.add_row(row.name, trials or "-", best, str(row.best_params or "-"), flying, row.driver)
+    return table
 
 
 @main.command()

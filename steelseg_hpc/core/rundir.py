@@ -11,6 +11,8 @@ spelled here and nowhere else::
       metrics.jsonl      one MetricsRow per finished epoch, appended (a torn last line is skipped)
       final.json         FinalSummary, written when the run has stopped for good
       train.log          the engine's log
+      STOP               written by whoever wants the run to end at its next step (a sweep's
+                         pruner); the run then ends with final.json stopped = "stop-request"
       checkpoints/       the checkpoints (training.checkpoints)
       eval/SPLIT[-tta]/  metrics.json (an evaluation) and overlays/
 
@@ -51,6 +53,8 @@ class RunFiles:
         self.final = self.path / "final.json"
         self.log = self.path / "train.log"
         self.checkpoints = self.path / "checkpoints"
+        # Its presence asks a running run to end at its next optimiser step (a sweep prunes so).
+        self.stop_request = self.path / "STOP"
 
     def eval_dir(self, split: str, tta: bool = False) -> Path:
         """Where ``evaluate`` writes its results for ``split`` (with or without flip TTA)."""
@@ -121,12 +125,16 @@ class MetricsRow(_Record):
 VALIDATION_METRICS = ("val_dice", "val_miou", "val_pixel_accuracy")
 
 
+#: ``FinalSummary.stopped`` of a run ended by its stop-request file.
+STOPPED_ON_REQUEST = "stop-request"
+
+
 @dataclass
 class FinalSummary(_Record):
     """``final.json``: why and where the run stopped, and its best epoch."""
 
     run_dir: str = ""
-    stopped: str = ""  # "completed", "patience", "stop-request"
+    stopped: str = ""  # "completed", "patience" or STOPPED_ON_REQUEST
     epochs_completed: int = 0
     epochs_planned: int | None = None
     best_epoch: int | None = None

@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_experiment ON jobs (experiment);
 CREATE INDEX IF NOT EXISTS jobs_by_job_id ON jobs (job_id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY, folder TEXT NOT NULL, storage TEXT NOT NULL, sweep_file TEXT,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cancellations (
     job_id TEXT NOT NULL, signal TEXT NOT NULL, requested_at REAL NOT NULL
 );
@@ -161,6 +165,23 @@ class ExperimentIndex:
         if row is None:
             raise LaunchError(f"job {job_id!r} is not in the experiment index {self.path}")
         return JobRow(**dict(row))
+
+    def record_sweep(self, name: str, folder: Path, storage: str, sweep_file: str | None) -> None:
+        """Create or update a sweep's entry (its jobs are recorded as an experiment of that name)."""
+        with self._connect(write=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?, ?, ?)",
+                         (name, str(folder), storage, sweep_file, time.time()))
+
+    def sweeps(self) -> list[dict[str, str]]:
+        """Every recorded sweep (name, folder, storage, sweep_file), most recent first."""
+        if not self.path.exists():
+            return []
+        with self._connect(write=False) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "sweeps" not in tables:
+                return []
+            rows = conn.execute("SELECT name, folder, storage, sweep_file FROM sweeps ORDER BY updated_at DESC")
+            return [dict(row) for row in rows]
 
     def record_cancellation(self, job_id: str, signal_name: str) -> None:
         """Note that ``cancel`` signalled ``job_id`` (local jobs have no scheduler to remember it)."""

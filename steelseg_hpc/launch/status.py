@@ -140,20 +140,12 @@ def _local_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
     return "FAILED", "process gone without a result"
 
 
-def collect_status(experiment: str | None = None, index: ExperimentIndex | None = None
-                   ) -> list[JobStatus]:
-    """Status of every job of ``experiment`` (default: the most recently launched one).
+def job_states(rows: list[JobRow], index: ExperimentIndex) -> list[JobStatus]:
+    """The scheduler's (or the local process's) view of ``rows``, without their run metrics.
 
-    Raises:
-        LaunchError: no index yet, or an unknown experiment name.
+    One ``sacct``/``squeue`` call covers every SLURM job; a job SLURM no longer knows is UNKNOWN.
+    Failed jobs get their reason and the tail of their stderr.
     """
-    index = index or ExperimentIndex()
-    if experiment is None:
-        names = index.experiments()
-        if not names:
-            return []
-        experiment = names[0]
-    rows = index.jobs(experiment)
     slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
     records = slurm.query_jobs(slurm_ids) if slurm_ids else {}
     result = []
@@ -169,9 +161,27 @@ def collect_status(experiment: str | None = None, index: ExperimentIndex | None 
         else:
             status.state, status.reason = _local_state(row, index)
             status.node = "local"
-        _fill_metrics(status)
         if status.state in PROBLEM_STATES:
             status.stderr_tail = tail(row.stderr)
             status.reason = failure_reason(row.stderr) or status.reason or _exit_reason(status.exit_code)
         result.append(status)
     return result
+
+
+def collect_status(experiment: str | None = None, index: ExperimentIndex | None = None
+                   ) -> list[JobStatus]:
+    """Status of every job of ``experiment`` (default: the most recently launched one).
+
+    Raises:
+        LaunchError: no index yet, or an unknown experiment name.
+    """
+    index = index or ExperimentIndex()
+    if experiment is None:
+        names = index.experiments()
+        if not names:
+            return []
+        experiment = names[0]
+    statuses = job_states(index.jobs(experiment), index)
+    for status in statuses:
+        _fill_metrics(status)
+    return statuses

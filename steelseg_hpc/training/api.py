@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import DataError, SteelsegError, TrainingError
-from steelseg_hpc.core.rundir import FinalSummary, MetricsRow
+from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, FinalSummary, MetricsRow
 from steelseg_hpc.data import check_same_store, open_store, store_identity
 from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
@@ -39,7 +39,7 @@ from steelseg_hpc.training.log_capture import ThirdPartyLogs
 from steelseg_hpc.training.loop import mean_across_ranks, train_one_epoch, validate
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
-from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
+from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
 from steelseg_hpc.training.run_dir import RunDir
 from steelseg_hpc.training.run_lock import RunLock
@@ -141,6 +141,10 @@ def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSum
     final = run.read_final()
     if final is None:
         return None
+    if final.stopped == STOPPED_ON_REQUEST and run.files.stop_request.exists():
+        log.warning("%s: ended at epoch %d on a stop request; delete %s to train it on", run.path,
+                    final.epochs_completed, run.files.stop_request)
+        return final
     more_epochs = config.epochs > final.epochs_completed
     if final.stopped == "patience" and "patience" not in changes:
         log.warning("%s: stopped early at epoch %d (no better val Dice for %d epochs); raise patience "
@@ -218,6 +222,9 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     with ThirdPartyLogs() as third_party:
         env = setup_distributed()
         third_party.take_over("DeepSpeed")  # its logger gets its own handler on import
+        stop = stop if stop is not None else StopRequest(signals=())
+        if env.is_main:
+            stop.watch(run.files.stop_request)
         lock = RunLock(run.path, enabled=env.is_main)
         _on_main(env, lock.acquire)
         try:
@@ -232,13 +239,16 @@ def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict
     device = device_for(env)
     precision = resolve_precision(config.precision, device.type)
     loaders = build_loaders(config, env.rank, env.world_size)
-    engine, _ = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
+    engine, step = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
+    parameters = list(step.model.parameters())
     checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
                                     is_main=env.is_main, barrier=_barrier)
     _on_main(env, lambda: _check_history(run, checkpoints, restart))
     if env.is_main:
         run.initialise(config, {"host": host_info(env.world_size), **precision.as_dict()})
-        run.update_run_info(model={"arch": arch.name, "base": base}, store=identity)
+        run.update_run_info(store=identity, model={
+            "arch": arch.name, "base": base, "total_params": sum(_numel(p) for p in parameters),
+            "trainable_params": sum(_numel(p) for p in parameters if p.requires_grad)})
         if changes and run.files.final.exists():
             run.files.final.unlink()  # the run is going again: not finished any more
     _barrier()
@@ -264,6 +274,10 @@ def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict
             package_logger.removeHandler(handler)
             package_logger.setLevel(previous_level)
             handler.close()
+
+
+def _numel(parameter) -> int:
+    return getattr(parameter, "ds_numel", parameter.numel())  # ZeRO-3 partitions parameters
 
 
 def _check_history(run: RunDir, checkpoints: CheckpointManager, restart: bool) -> None:
@@ -375,6 +389,12 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
                 stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress,
                                         env.world_size, stop=stop, resume=resumed, epochs=config.epochs)
             except EpochStopped as stopped:
+                if stopped.signal_number == STOP_FILE:
+                    # Asked to end (a sweep pruned the run): no requeue, the epoch is not finished.
+                    stop_reason = STOPPED_ON_REQUEST
+                    log.info("stopping in epoch %d: %s exists", epoch, run.files.stop_request)
+                    progress.note(f"stopping in epoch {epoch}: a stop was requested ({run.files.stop_request})")
+                    break
                 # Nothing new since the last checkpoint (stop at an epoch's first step): keep it.
                 tag = checkpoints.latest_tag() if env.is_main else None
                 if stopped.trained:

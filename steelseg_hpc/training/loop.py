@@ -63,7 +63,7 @@ def _stop_signal_on_any_rank(stop: StopRequest, device: torch.device) -> int:
 
     Every rank learns the number, also those the signal did not reach, so all react alike.
     """
-    received = int(stop.received or 0)
+    received = stop.poll()
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return received
     tensor = torch.tensor([float(received)], device=device)

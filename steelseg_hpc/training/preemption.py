@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any, Iterable
 
 #: The signals a job is asked to stop by: SLURM's warning (USR2) and a plain kill (TERM).
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+#: What :meth:`StopRequest.poll` reports for a stop-request *file* (no signal has this number):
+#: the run ends for good instead of being preempted.
+STOP_FILE = 1000
 
 
 class TrainingPreempted(Exception):
@@ -62,7 +66,20 @@ class StopRequest:
     def __init__(self, signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
         self.signals = tuple(signals)
         self.received: signal.Signals | None = None
+        self.stop_file: Path | None = None
         self._previous: dict[signal.Signals, Any] = {}
+
+    def watch(self, stop_file: Path) -> None:
+        """Also stop when ``stop_file`` appears (checked at every optimiser step)."""
+        self.stop_file = Path(stop_file)
+
+    def poll(self) -> int:
+        """The received signal's number, :data:`STOP_FILE` if the watched file exists, else 0."""
+        if self.received is not None:
+            return int(self.received)
+        if self.stop_file is not None and self.stop_file.exists():
+            return STOP_FILE
+        return 0
 
     @property
     def requested(self) -> bool:

@@ -47,7 +47,7 @@ def smoke_array(slurm_cluster, tiny_store, tmp_path_factory):
     # sacct rows appear about a second after the job ends: status --json must then say COMPLETED.
     status = runner.invoke(main, ["status", "smoke", "--json"], env=env, catch_exceptions=False)
     assert status.exit_code == 0, status.output
-    return {"index": index, "env": env, "rows": json.loads(status.output), "runner": runner}
+    return {"index": index, "env": env, "rows": json.loads(status.output)["jobs"], "runner": runner}
 
 
 def test_array_of_two_trainings_completes_with_metrics(smoke_array):

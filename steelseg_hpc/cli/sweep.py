@@ -1,0 +1,157 @@
+"""CLI commands ``sweep NAME``, ``sweep report NAME`` and ``dashboard`` (registered on the root group)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from steelseg_hpc import launch, report, sweeps
+from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.sweeps.study import load_existing_study, open_storage, storage_url
+
+_index_option = click.option(
+    "--index", "index_path", type=click.Path(dir_okay=False), default=None,
+    help="Experiment index (default: $STEELSEG_INDEX or ~/.local/share/steelseg-hpc/index.sqlite).",
+)
+_storage_option = click.option("--storage", metavar="URL", default=None,
+                               help="Optuna storage: an RDB URL (postgresql://, mysql+pymysql://) or a journal "
+                                    "file (default: runs/NAME/study.journal, or what the sweep was run with).")
+
+
+class _SweepGroup(click.Group):
+    """``sweep NAME ...`` runs a sweep; ``sweep report NAME`` reports on one."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_SweepGroup)
+def sweep() -> None:
+    """Optuna sweeps whose trials are jobs: `sweep NAME` runs sweeps/NAME.toml; `sweep report NAME`.
+
+    One driver process owns the study, keeps --parallel trials in flight as jobs, reports each
+    epoch to the pruner and stops pruned jobs at their next step. Run the same command again to
+    re-attach after the driver was stopped (logout, reboot): running jobs are followed, ended ones
+    told, nothing is submitted twice.
+    """
+
+
+@sweep.command("run", hidden=True)
+@click.argument("name")
+@click.option("--trials", type=click.IntRange(1), help="Trials to run (default: the sweep file's).")
+@click.option("--parallel", type=click.IntRange(1), help="Trials in flight at once.")
+@click.option("--profile", metavar="NAME|PATH", help="Cluster profile for the trial jobs (default: the sweep file's).")
+@_storage_option
+@click.option("--store", type=click.Path(path_type=Path), help="The prepared store (replaces the sweep file's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override the base run config of every trial, e.g. --set model.variant=tiny.")
+@click.option("--dry-run", is_flag=True, help="Print the trials and their resources; submit nothing.")
+@click.option("--detach", is_flag=True, help="Run the driver itself as a job of the profile (no GPU) and return.")
+@_index_option
+def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, index_path) -> None:
+    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path)."""
+    options = {"profile": profile, "overrides": list(overrides), "trials": trials, "parallel": parallel,
+               "storage": storage, "store": store, "index": launch.ExperimentIndex(index_path)}
+    driver = sweeps.SweepDriver.from_files(name, echo=lambda line: console.print(line, highlight=False), **options)
+    if dry_run:
+        _print_plan(driver)
+        return
+    if detach:
+        _detach(driver, options)
+        return
+    console.print(f"sweep {driver.spec.name}: {len(driver.slots)} trials, {driver.spec.parallel} at once, "
+                  f"on {driver.profile.executor} ({driver.profile_file}); study in {driver.storage_url}",
+                  highlight=False)
+    summary = driver.run()
+    best = summary["best"]
+    done = ", ".join(f"{count} {state.lower()}" for state, count in sorted(summary["trials"].items()))
+    line = f"[bold green]done[/] sweep {driver.spec.name}: {done}"
+    if best:
+        line += f"; best {driver.spec.objective.metric} {best['value']:.4f} (trial {best['number']}, {best['params']})"
+    console.print(line + f"; steelseg-hpc sweep report {driver.spec.name}", highlight=False)
+
+
+def _print_plan(driver) -> None:
+    profile = driver.profile
+    table = Table(title=f"sweep {driver.spec.name}: {len(driver.slots)} trials, {driver.spec.parallel} at once "
+                        f"({driver.spec.sampler.kind} sampler)", title_justify="left")
+    names = [*driver.spec.space, "seed"]
+    for column in ["slot", *names, "run-config overrides"]:
+        table.add_column(column)
+    for row in driver.plan():
+        overrides = " ".join(row["overrides"]) if row["overrides"] is not None else "(decided when it starts)"
+        table.add_row(str(row["slot"]), *[str(row["params"].get(n)) for n in names], overrides)
+    console.print(table)
+    console.print(f"each trial: one job on {profile.executor}"
+                  f"{' partition ' + profile.partition if profile.partition else ''}, "
+                  f"{profile.gpus_per_node} GPU(s) x {profile.nodes} node(s), {profile.mem_gb:g} GB, "
+                  f"{profile.time_min} min; nothing was submitted", highlight=False)
+
+
+def _detach(driver, options: dict) -> None:
+    profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
+    executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
+    options = {**options, "profile": str(driver.profile_file), "index": options["index"],
+               "store": str(driver.spec.store)}
+    job = executor.submit(sweeps.DriverJob(str(driver.spec_file), options))
+    console.print(f"sweep {driver.spec.name}: driver submitted as job {job.job_id} ({profile.executor}); "
+                  f"its log: {job.paths.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
+                  highlight=False)
+
+
+@sweep.command("report")
+@click.argument("name")
+@_storage_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the plots and summary.json (default: runs/NAME/report).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_index_option
+def report_command(name, storage, out, as_json, index_path) -> None:
+    """Plots and a summary of the sweep NAME: Dice vs rank, or batch x lr with B_simple and B_crit."""
+    study, folder = _study(name, storage, launch.ExperimentIndex(index_path))
+    result = report.sweep_report(study, out or folder / "report")
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    report.print_sweep_report(result, console)
+
+
+def _study(name: str, storage: str | None, index):
+    """The sweep's study and folder, from --storage, the index, or the sweep file's default."""
+    recorded = {entry["name"]: entry for entry in index.sweeps()}
+    if storage is None and name in recorded:
+        storage, folder = recorded[name]["storage"], Path(recorded[name]["folder"])
+    else:
+        spec = sweeps.load_sweep(name)
+        folder = spec.folder()
+        storage = storage_url(storage, folder)
+        name = spec.name
+    return load_existing_study(name, open_storage(storage)), folder
+
+
+@main.command()
+@click.argument("name", required=False)
+@_storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (keep it local).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@_index_option
+def dashboard(name, storage, host, port, index_path) -> None:
+    """Serve optuna-dashboard on a sweep's storage (default: the most recent sweep's)."""
+    import optuna_dashboard
+
+    if storage is None:
+        index = launch.ExperimentIndex(index_path)
+        recorded = {entry["name"]: entry["storage"] for entry in index.sweeps()}
+        if name is None and not recorded:
+            raise ConfigError("no sweep has run yet: name one (steelseg-hpc dashboard lora-rank) or pass --storage URL")
+        name = name or next(iter(recorded))
+        storage = recorded.get(name) or storage_url(None, sweeps.load_sweep(name).folder())
+    console.print(f"optuna-dashboard on {storage}: http://{host}:{port}/dashboard/  (Ctrl-C stops it)\n"
+                  f"from your laptop: ssh -N -L {port}:{host}:{port} YOUR_LOGIN_NODE, then open that URL",
+                  highlight=False)
+    optuna_dashboard.run_server(open_storage(storage), host=host, port=port)

@@ -1,0 +1,215 @@
+"""The numbers behind a sweep's report: points over seeds, the critical batch size, the answers.
+
+- **Points**: trials with the same parameters but another seed form a point: mean, sd, n.
+- **B_crit** (McCandlish et al. 2018): for each batch size B (at its best learning rate), the
+  optimiser steps S and training tiles E needed to first reach a target val Dice (default 95 %
+  of the sweep's best) follow ``(S / S_min - 1)(E / E_min - 1) = 1``; with ``E = B S`` that is
+  ``S = S_min + E_min / B``, a straight line in ``1 / B``. Least squares gives ``S_min`` and
+  ``E_min``; ``B_crit = E_min / S_min``; a bootstrap over the measurements gives its interval.
+- **Answers**: one generated sentence each for "small batches give noisy gradients" (does the
+  gradient noise scale B_simple exceed the small batch sizes?) and "... and generalize poorly"
+  (is the best val Dice of the small batches lower than that of the best batch size, by more than
+  the seeds' spread?). A claim is made only when the numbers support it.
+
+Example:
+    >>> fit = fit_critical_batch([1, 4, 16, 64], [1000 + 8000 / b for b in (1, 4, 16, 64)])
+    >>> round(fit["s_min"]), round(fit["e_min"]), round(fit["b_crit"], 2)
+    (1000, 8000, 8.0)
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from statistics import fmean, median, stdev
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from steelseg_hpc.core import rundir
+from steelseg_hpc.core.rundir import MetricsRow
+
+SEED = "seed"
+
+
+@dataclass
+class Point:
+    """One point of the space (parameters without the seed) and its trials over seeds."""
+
+    params: dict[str, Any]
+    values: list[float] = field(default_factory=list)
+    trials: list[FrozenTrial] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return fmean(self.values) if self.values else None
+
+    @property
+    def sd(self) -> float | None:
+        return stdev(self.values) if len(self.values) > 1 else None
+
+    def attr_mean(self, name: str) -> float | None:
+        values = [t.user_attrs.get(name) for t in self.trials if isinstance(t.user_attrs.get(name), (int, float))]
+        return fmean(values) if values else None
+
+
+def points(trials: list[FrozenTrial]) -> list[Point]:
+    """Completed trials grouped by their parameters (seeds pooled), in first-trial order."""
+    grouped: dict[str, Point] = {}
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or not trial.values:
+            continue
+        params = {k: v for k, v in trial.params.items() if k != SEED}
+        point = grouped.setdefault(repr(sorted(params.items())), Point(params))
+        point.values.append(trial.values[0])
+        point.trials.append(trial)
+    return list(grouped.values())
+
+
+def fit_critical_batch(batches: list[float], steps: list[float]) -> dict[str, float | None]:
+    """Least-squares fit of ``S = S_min + E_min / B``; ``B_crit = E_min / S_min``.
+
+    Returns ``{"s_min", "e_min", "b_crit"}``; ``b_crit`` is None when the data do not define a
+    positive ``S_min`` and ``E_min`` (fewer than two batch sizes, or steps that do not fall with B).
+    """
+    xs = [1.0 / b for b in batches]
+    if len(set(xs)) < 2:
+        return {"s_min": None, "e_min": None, "b_crit": None}
+    mean_x, mean_y = fmean(xs), fmean(steps)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, steps)) / sum((x - mean_x) ** 2 for x in xs)
+    intercept = mean_y - slope * mean_x
+    valid = slope > 0 and intercept > 0
+    return {"s_min": intercept, "e_min": slope, "b_crit": slope / intercept if valid else None}
+
+
+def bootstrap_critical_batch(batches: list[float], steps: list[float], rounds: int = 1000,
+                             seed: int = 0) -> tuple[float | None, float | None]:
+    """A 95 % interval of B_crit: resample the measurements (within each batch size when there
+    are several seeds of it), refit, take the 2.5th and 97.5th percentiles."""
+    rng = random.Random(seed)
+    by_batch: dict[float, list[float]] = {}
+    for b, s in zip(batches, steps):
+        by_batch.setdefault(b, []).append(s)
+    stratified = any(len(v) > 1 for v in by_batch.values())
+    estimates = []
+    for _ in range(rounds):
+        if stratified:
+            sample = [(b, rng.choice(v)) for b, v in by_batch.items() for _ in v]
+        else:
+            pairs = list(zip(batches, steps))
+            sample = [rng.choice(pairs) for _ in pairs]
+        fit = fit_critical_batch([b for b, _ in sample], [s for _, s in sample])
+        if fit["b_crit"] is not None:
+            estimates.append(fit["b_crit"])
+    if len(estimates) < rounds // 2:
+        return None, None
+    estimates.sort()
+    return estimates[int(0.025 * len(estimates))], estimates[min(int(0.975 * len(estimates)), len(estimates) - 1)]
+
+
+def first_reaching(rows: list[MetricsRow], metric: str, target: float) -> MetricsRow | None:
+    """The first epoch whose ``metric`` reaches ``target``."""
+    return next((row for row in rows if (getattr(row, metric) or -math.inf) >= target), None)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _spread(point: Point) -> str:
+    return f"{_fmt(point.mean)} ± {_fmt(point.sd)}" if point.sd is not None else _fmt(point.mean)
+
+
+def batch_analysis(trials: list[FrozenTrial], batch_param: str, metric: str = "val_dice",
+                   target_fraction: float = 0.95) -> dict[str, Any]:
+    """The batch-size answer: best lr per batch, B_simple, steps/tiles to target, B_crit, sentences."""
+    all_points = points(trials)
+    by_batch: dict[int, Point] = {}
+    for point in all_points:
+        batch = point.params[batch_param]
+        if batch not in by_batch or (point.mean or -1) > (by_batch[batch].mean or -1):
+            by_batch[batch] = point
+    if not by_batch:
+        return {"batches": [], "answers": ["no trial has completed yet"]}
+    best_value = max(point.mean for point in by_batch.values())
+    target = target_fraction * best_value
+    rows_of = {t.number: rundir.read_metrics(t.user_attrs.get("run_dir", "")) for p in by_batch.values() for t in p.trials}
+    table, fit_batches, fit_steps, fit_tiles = [], [], [], []
+    for batch in sorted(by_batch):
+        point = by_batch[batch]
+        noise = [v for t in point.trials for v in (t.user_attrs.get("noise_scale_b_simple") or []) if v is not None]
+        reached = [first_reaching(rows_of[t.number], metric, target) for t in point.trials]
+        steps = [row.step for row in reached if row is not None]
+        tiles = [row.tiles_trained for row in reached if row is not None and row.tiles_trained is not None]
+        for s in steps:
+            fit_batches.append(batch)
+            fit_steps.append(s)
+        fit_tiles += tiles
+        table.append({"batch": batch, "best_params": point.params, "mean": point.mean, "sd": point.sd, "n": point.n,
+                      "b_simple_median": median(noise) if noise else None,
+                      "steps_to_target": fmean(steps) if steps else None,
+                      "tiles_to_target": fmean(tiles) if tiles else None,
+                      "reached_target": f"{len(steps)}/{len(point.trials)}",
+                      "b_simple_per_epoch": [t.user_attrs.get("noise_scale_b_simple") for t in point.trials]})
+    fit = fit_critical_batch(fit_batches, fit_steps)
+    low, high = bootstrap_critical_batch(fit_batches, fit_steps) if fit["b_crit"] is not None else (None, None)
+    return {"target": target, "target_fraction": target_fraction, "batches": table,
+            "b_crit": fit["b_crit"], "b_crit_interval": [low, high], "s_min": fit["s_min"], "e_min": fit["e_min"],
+            "answers": _batch_answers(table, by_batch, fit["b_crit"], low, high)}
+
+
+def _batch_answers(table: list[dict], by_batch: dict[int, Point], b_crit, low, high) -> list[str]:
+    answers = []
+    noise = [row["b_simple_median"] for row in table if row["b_simple_median"] is not None]
+    if noise:
+        b_simple = median(noise)
+        small = [row["batch"] for row in table if row["batch"] < b_simple]
+        if small:
+            answers.append(f"Noisy gradients: yes for batch sizes {small}: the gradient noise scale B_simple "
+                           f"(median {b_simple:.1f} tiles over training) exceeds them, so their gradient estimates "
+                           "are dominated by noise (B_simple is a proxy: it is measured, not fitted).")
+        else:
+            answers.append(f"Noisy gradients: no: B_simple (median {b_simple:.1f} tiles) is below every batch size "
+                           "tried, so even the smallest batch averages out most of the gradient noise.")
+    else:
+        answers.append("Noisy gradients: not measured: B_simple needs grad_accumulation >= 2 or several ranks.")
+    if b_crit is not None:
+        interval = f" (95 % interval {_fmt(low, '.1f')} to {_fmt(high, '.1f')})" if low is not None else ""
+        answers.append(f"Critical batch size B_crit = {b_crit:.1f} tiles{interval}: below it, doubling the batch "
+                       "nearly halves the steps to the target; above it, larger batches mostly cost compute.")
+    else:
+        answers.append("Critical batch size: not resolved (too few batch sizes reached the target, or their "
+                       "steps did not fall with the batch size).")
+    best_batch = max(by_batch, key=lambda b: by_batch[b].mean)
+    smallest = min(by_batch)
+    best, small = by_batch[best_batch], by_batch[smallest]
+    if smallest == best_batch:
+        answers.append(f"Poor generalization of small batches: no: batch {smallest} has the best val Dice "
+                       f"({_spread(small)}).")
+    elif small.sd is None or best.sd is None:
+        answers.append(f"Poor generalization of small batches: not resolved with {min(small.n, best.n)} seed(s): "
+                       f"batch {smallest} reaches {_spread(small)} and batch {best_batch} {_spread(best)}; "
+                       "run more seeds to separate the difference from seed noise.")
+    else:
+        gap, noise_level = best.mean - small.mean, 2 * math.hypot(best.sd, small.sd)
+        verdict = "yes" if gap > noise_level else "not beyond seed noise"
+        answers.append(f"Poor generalization of small batches: {verdict}: batch {smallest} reaches {_spread(small)} "
+                       f"val Dice at its best lr, batch {best_batch} {_spread(best)} ({small.n} and {best.n} seeds; "
+                       f"difference {gap:.3f} vs 2 sd {noise_level:.3f}).")
+    return answers
+
+
+def categorical_analysis(trials: list[FrozenTrial], param: str) -> list[dict[str, Any]]:
+    """Per value of ``param`` (e.g. the LoRA rank): score over seeds and the costs it came with."""
+    rows = []
+    for point in sorted(points(trials), key=lambda p: (str(type(p.params.get(param))), p.params.get(param))):
+        rows.append({param: point.params.get(param), "params": point.params, "mean": point.mean, "sd": point.sd,
+                     "n": point.n, "trainable_params": point.attr_mean("trainable_params"),
+                     "peak_memory_mb": point.attr_mean("peak_memory_mb"),
+                     "seconds_per_epoch": point.attr_mean("seconds_per_epoch"),
+                     "gpu_hours": point.attr_mean("gpu_hours")})
+    return rows

@@ -1,0 +1,361 @@
+"""The sweep driver: one process owns the study and keeps K trials in flight as jobs.
+
+The driver asks Optuna for a trial, submits it as one job through the launcher (submitit, SLURM or
+local), and follows it: the trial's run directory (``metrics.jsonl``, read through the run-dir
+contract) gives one intermediate value per epoch, which the driver reports and offers the pruner;
+the job's state (``sacct``/``squeue``, or the local process) says when it has ended. A pruned
+trial's job is asked to stop at its next optimiser step (a stop-request file in its run dir): it
+exits cleanly, frees its GPU and is not requeued. Jobs never touch the study's storage.
+
+A finished trial frees its slot at once (no batch barrier). A job that dies (FAILED, OOM,
+NODE_FAIL, TIMEOUT past its requeues, CANCELLED by someone) fails its trial, with the reason as a
+user attribute, and the same parameters are run once more (``retries``). Preempted and requeued
+jobs stay the same trial and resume from their checkpoint. If the driver itself dies, running it
+again re-attaches: every RUNNING trial is matched with its job (still running: followed; ended:
+told), so there are no duplicate trials and no orphan jobs.
+
+Example:
+    >>> driver = SweepDriver.from_files("lora-rank", profile="local")  # doctest: +SKIP
+    >>> summary = driver.run()  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import submitit
+from optuna.trial import FrozenTrial, TrialState
+
+from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
+from steelseg_hpc.compute.slurm import TERMINAL_STATES
+from steelseg_hpc.core import rundir
+from steelseg_hpc.core.config import validate
+from steelseg_hpc.core.errors import ConfigError, SteelsegError
+from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, RunFiles
+from steelseg_hpc.launch import Executor, ExperimentIndex, JobRow, TrainingJob, job_states
+from steelseg_hpc.launch.validate import check_store
+from steelseg_hpc.sweeps import outcome
+from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
+from steelseg_hpc.sweeps.space import SearchSpace
+from steelseg_hpc.sweeps.study import open_storage, open_study, storage_url
+from steelseg_hpc.training.run_lock import RunLock
+
+log = logging.getLogger(__name__)
+
+#: A job SLURM has not heard of for this long (sacct lags a second or two) has failed.
+UNKNOWN_GRACE_S = 120.0
+
+
+@dataclass
+class InFlight:
+    """A trial whose job has not ended yet."""
+
+    trial: optuna.trial.Trial
+    slot: int
+    run_dir: Path
+    job: JobRow
+    reported: int = 0  # epochs already reported to Optuna
+    stop_requested: bool = False
+    unknown_since: float | None = None
+    ended_at: float | None = field(default=None, repr=False)
+
+
+class SweepDriver:
+    """Run (or resume) the sweep ``spec`` with jobs on ``profile``.
+
+    Args:
+        spec: The sweep (its ``store`` and paths absolute or relative to the current folder).
+        profile: Where the trial jobs run.
+        storage: A storage URL; None keeps the study in a journal file in the sweep's folder.
+        index: The experiment index; the trial jobs are recorded under the sweep's name, so
+            ``status NAME``, ``logs`` and ``cancel NAME`` work on them.
+        poll_seconds: How often job states and run directories are read.
+        echo: Where progress lines go (the CLI prints them; default: this module's logger).
+    """
+
+    def __init__(self, spec: SweepSpec, profile: ClusterProfile, storage: str | None = None,
+                 index: ExperimentIndex | None = None, poll_seconds: float = 1.0,
+                 echo: Callable[[str], None] | None = None, spec_file: Path | None = None,
+                 profile_file: Path | None = None):
+        self.spec = spec.model_copy(update={"store": spec.store.absolute(), "runs_root": spec.runs_root.absolute()})
+        self.profile, self.profile_file, self.spec_file = profile, profile_file, spec_file
+        self.folder = self.spec.folder()
+        self.storage_url = storage_url(storage, self.folder)
+        self.index = index or ExperimentIndex()
+        self.poll_seconds = poll_seconds
+        self.echo = echo or log.info
+        self.space = SearchSpace(self.spec, world_size=profile.world_size())
+        self.slots = self.space.slots()
+        self.in_flight: list[InFlight] = []
+        self.events: list[dict[str, Any]] = []  # (for benchmarks) when each job was submitted and ended
+
+    @classmethod
+    def from_files(cls, sweep: str | Path, profile: str | Path | None = None, overrides: list[str] = (),
+                   trials: int | None = None, parallel: int | None = None, store: str | Path | None = None,
+                   **kwargs) -> "SweepDriver":
+        """A validated driver for ``sweeps/NAME.toml`` (or a path), with CLI-style changes applied.
+
+        Args:
+            overrides: ``KEY=VALUE`` run-config overrides for every trial (after the sweep's own).
+            trials, parallel, store: Replace the sweep file's values.
+        """
+        spec_file = resolve_sweep_path(sweep)
+        data = load_sweep(spec_file).model_dump(mode="json")
+        data["base"]["overrides"] += list(overrides)
+        changes = (("trials", trials), ("parallel", parallel), ("store", str(store) if store else None))
+        data.update({key: value for key, value in changes if value is not None})
+        spec = validate(SweepSpec, data, str(spec_file))
+        profile_file = resolve_profile_path(profile or spec.profile)
+        driver = cls(spec, load_profile(profile_file), spec_file=spec_file, profile_file=profile_file, **kwargs)
+        driver.validate()
+        return driver
+
+    # ------------------------------------------------------------------ checks before anything runs
+    def validate(self) -> None:
+        """Everything a sweep could fail on later, checked now (one line, nothing queued).
+
+        Raises:
+            ConfigError, LaunchError, DataError: bad space value, unreachable batch or storage,
+                a profile that does not fit the cluster, a missing store.
+        """
+        source = str(self.spec_file or self.spec.name)
+        if self.spec.objective.gpu_hours and self.spec.pruner.kind != "none":
+            raise ConfigError(f"{source}: pruning is not defined for two objectives (val metric and "
+                              "GPU-hours); set pruner.kind = \"none\"")
+        check_store(self.spec.store)
+        self.space.validate(source)
+        check_profile(self.profile)
+        open_storage(self.storage_url)
+
+    def plan(self) -> list[dict[str, Any]]:
+        """What ``--dry-run`` prints: every trial slot's values and, when nothing is drawn at
+        launch, the run-config overrides its job gets."""
+        drawn = self.space.sampled()
+        base_lr = self.space.base_config().optimizer.lr
+        plan = []
+        for number, slot in enumerate(self.slots):
+            params = {**slot, **{name: f"<{self.spec.sampler.kind}>" for name in drawn}}
+            plan.append({"slot": number, "params": params,
+                         "overrides": None if drawn else self.space.overrides(slot, base_lr)})
+        return plan
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        """Run the sweep to the end (or re-attach to it); returns its summary."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.folder):  # one driver per sweep: the journal has one writer
+            storage = open_storage(self.storage_url)
+            self.study = open_study(self.spec, storage, epochs=self.space.base_config().epochs)
+            self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
+                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            base = self.space.base_config()
+            self.study.set_user_attr("sweep", {
+                "space": {name: p.key for name, p in self.spec.space.items()},
+                "metric": self.spec.objective.metric, "seeds": list(self.spec.seeds),
+                "arch": base.model.name, "norm": base.model.options().get("norm", "batch"),
+                "lr_scaling": self.spec.lr_scaling, "base_overrides": list(self.spec.base.overrides)})
+            self.index.record_sweep(self.spec.name, self.folder, self.storage_url,
+                                    str(self.spec_file) if self.spec_file else None)
+            self.index.record_experiment(self.spec.name, self.folder, str(self.spec_file) if self.spec_file else None,
+                                         str(self.profile_file) if self.profile_file else None, self.profile.executor)
+            self._reattach()
+            while True:
+                self._follow()
+                while len(self.in_flight) < self.spec.parallel and self._launch_next():
+                    pass
+                if not self.in_flight:
+                    break
+                time.sleep(self.poll_seconds)
+        return self.summary()
+
+    def _trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def _reattach(self) -> None:
+        """Match every RUNNING trial with its job: follow it, or submit it if it never got one."""
+        for frozen in self._trials():
+            if frozen.state != TrialState.RUNNING:
+                continue
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            job_id = frozen.user_attrs.get("job_id")
+            if job_id is None:  # the driver died between asking and submitting
+                self._submit(trial, frozen.user_attrs.get("slot", 0), self._params(frozen))
+                continue
+            try:
+                row = self.index.find_job(job_id)
+            except SteelsegError:
+                self._fail(trial, frozen.user_attrs.get("slot", 0), f"job {job_id} is not in the index")
+                continue
+            self.in_flight.append(InFlight(trial, frozen.user_attrs.get("slot", 0), Path(row.run_dir), row,
+                                           reported=len(frozen.intermediate_values),
+                                           stop_requested=RunFiles(row.run_dir).stop_request.exists()))
+            self.echo(f"trial {frozen.number}: following job {job_id} again")
+
+    def _params(self, frozen: FrozenTrial) -> dict[str, Any]:
+        trial = optuna.trial.FixedTrial(frozen.params)
+        return self.space.suggest(trial)
+
+    def _slots_taken(self) -> dict[int, list[FrozenTrial]]:
+        taken: dict[int, list[FrozenTrial]] = {}
+        for frozen in self._trials():
+            if "slot" in frozen.user_attrs:
+                taken.setdefault(frozen.user_attrs["slot"], []).append(frozen)
+        return taken
+
+    def _launch_next(self) -> bool:
+        """Start one more trial; False when every slot has its trial."""
+        waiting = [t for t in self._trials() if t.state == TrialState.WAITING]
+        if not waiting:
+            taken = self._slots_taken()
+            free = [slot for slot in range(len(self.slots)) if slot not in taken]
+            if not free:
+                return False
+            slot = free[0]
+            fixed = self.space.encode_fixed(self.slots[slot])
+            sibling = self.space.sibling(slot)
+            drawn = self.space.sampled()
+            if sibling is not None and drawn:
+                first = next((t for t in taken.get(sibling, []) if all(n in t.params for n in drawn)), None)
+                if first is None:
+                    return False  # the first seed's values are not drawn yet: start it first
+                fixed.update({name: first.params[name] for name in drawn})
+            self.study.enqueue_trial(fixed, user_attrs={"slot": slot})
+        trial = self.study.ask()
+        slot = trial.user_attrs.get("slot", 0)
+        try:
+            params = self.space.suggest(trial)
+        except Exception as exc:  # noqa: BLE001 - a sampled value the space cannot express
+            self._fail(trial, slot, f"cannot draw parameters: {exc}", retry=False)
+            return True
+        self._submit(trial, slot, params)
+        return True
+
+    def _submit(self, trial: optuna.trial.Trial, slot: int, params: dict[str, Any]) -> None:
+        run_dir = self.folder / f"trial{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        try:
+            config = self.space.run_config(params)
+        except ConfigError as exc:
+            self._fail(trial, slot, f"invalid parameters: {exc}", retry=False)
+            return
+        executor = Executor(self.profile, self.folder / "jobs", job_name=f"{self.spec.name}-t{trial.number}")
+        handle = executor.submit(TrainingJob(run_dir, config))
+        row = JobRow(job_id=str(handle.job_id), experiment=self.spec.name, arch=config.model.name,
+                     seed=config.seed, run_dir=str(run_dir), executor=self.profile.executor,
+                     stdout=str(handle.paths.stdout), stderr=str(handle.paths.stderr), epochs_total=config.epochs)
+        self.index.record_job(row)
+        trial.set_user_attr("job_id", row.job_id)
+        self.in_flight.append(InFlight(trial, slot, run_dir, row))
+        self.events.append({"trial": trial.number, "job": row.job_id, "submitted": time.time()})
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        self.echo(f"trial {trial.number} ({shown}): job {row.job_id}")
+
+    def _follow(self) -> None:
+        """Report new epochs, prune, and tell every trial whose job has ended."""
+        if not self.in_flight:
+            return
+        states = {status.job_id: status for status in job_states([f.job for f in self.in_flight], self.index)}
+        for flight in list(self.in_flight):
+            rows = rundir.read_metrics(flight.run_dir)
+            self._report(flight, rows)
+            status = states.get(flight.job.job_id)
+            state = status.state if status is not None else "UNKNOWN"
+            if state == "UNKNOWN":
+                flight.unknown_since = flight.unknown_since or time.monotonic()
+                if time.monotonic() - flight.unknown_since < UNKNOWN_GRACE_S:
+                    continue
+            elif state not in TERMINAL_STATES:
+                flight.unknown_since = None
+                continue
+            self.in_flight.remove(flight)
+            self._finish(flight, state, status.reason if status is not None else "", rows)
+
+    def _report(self, flight: InFlight, rows: list) -> None:
+        if len(self.study.directions) > 1:
+            return  # Optuna prunes single-objective studies only
+        metric = self.spec.objective.metric
+        for row in rows[flight.reported:]:
+            value = getattr(row, metric)
+            if value is not None:
+                flight.trial.report(value, step=row.epoch)
+        flight.reported = len(rows)
+        if rows and not flight.stop_requested and flight.trial.should_prune():
+            RunFiles(flight.run_dir).stop_request.write_text(
+                f"pruned by sweep {self.spec.name} after epoch {rows[-1].epoch}\n", encoding="utf-8")
+            flight.stop_requested = True
+            flight.trial.set_user_attr("pruned_after_epoch", rows[-1].epoch)
+            self.echo(f"trial {flight.trial.number}: pruned after epoch {rows[-1].epoch}; asking job "
+                      f"{flight.job.job_id} to stop")
+
+    def _finish(self, flight: InFlight, state: str, reason: str, rows: list) -> None:
+        trial, number = flight.trial, flight.trial.number
+        for event in self.events:
+            if event["job"] == flight.job.job_id:
+                event["ended"] = time.time()
+        for key, value in outcome.trial_attributes(str(flight.run_dir), rows).items():
+            trial.set_user_attr(key, value)
+        final = rundir.read_final(flight.run_dir)
+        if state != "COMPLETED" or final is None:
+            why = f"job {flight.job.job_id} {state}" + (f": {reason}" if reason else "")
+            self._fail(trial, flight.slot, why)
+            return
+        if final.stopped == STOPPED_ON_REQUEST:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.echo(f"trial {number}: PRUNED after {len(rows)} epoch(s)")
+            return
+        value = outcome.best(rows, self.spec.objective.metric)
+        if value is None:
+            self._fail(trial, flight.slot, f"no {self.spec.objective.metric} in {flight.run_dir}")
+            return
+        values = [value, outcome.gpu_hours(rows)] if self.spec.objective.gpu_hours else [value]
+        self.study.tell(trial, values)
+        self.echo(f"trial {number}: COMPLETE, {self.spec.objective.metric} {value:.4f}")
+
+    def _fail(self, trial: optuna.trial.Trial, slot: int, reason: str, retry: bool = True) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        failures = sum(1 for t in self._slots_taken().get(slot, []) if t.state == TrialState.FAIL)
+        again = retry and failures <= self.spec.retries
+        self.echo(f"trial {frozen.number}: FAIL ({reason})" + ("; running its parameters again" if again else ""))
+        if again:
+            self.study.enqueue_trial(frozen.params, user_attrs={"slot": slot, "retry_of": frozen.number})
+
+    def summary(self) -> dict[str, Any]:
+        """Trials by state and the best one(s)."""
+        trials = self._trials()
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = None
+        if complete and len(self.study.directions) == 1:
+            top = max(complete, key=lambda t: t.value)
+            best = {"number": top.number, "value": top.value, "params": top.params}
+        return {"sweep": self.spec.name, "storage": self.storage_url, "trials": counts, "best": best,
+                "folder": str(self.folder)}
+
+
+class DriverJob(submitit.helpers.Checkpointable):
+    """The driver itself as a small CPU job (``sweep --detach``).
+
+    On its time limit submitit requeues it (it is checkpointable, with nothing to save): the
+    requeued driver re-attaches to the study like a rerun of the command does.
+
+    Args:
+        sweep_file: The sweep TOML.
+        options: :meth:`SweepDriver.from_files` keyword arguments (profile, overrides, ...).
+    """
+
+    def __init__(self, sweep_file: str, options: dict):
+        self.sweep_file, self.options = sweep_file, options
+
+    def __call__(self) -> dict:
+        driver = SweepDriver.from_files(self.sweep_file, echo=lambda line: print(line, flush=True), **self.options)
+        return driver.run()

@@ -1,0 +1,109 @@
+"""The sweep's Optuna study: where it is stored, and the sampler and pruner a sweep file names.
+
+The default storage is a journal file in the sweep's folder (``study.journal``), written by the
+sweep's driver alone: one writer is safe on NFS, where SQLite and the journal's own file locks
+are not (optuna#815, #5138). ``--storage URL`` takes any RDB URL (PostgreSQL, MySQL/MariaDB);
+the jobs never touch the storage either way.
+
+Example:
+    >>> url = storage_url(None, Path("/runs/lora-rank"))
+    >>> url
+    '/runs/lora-rank/study.journal'
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.sweeps.config import SweepSpec
+
+JOURNAL = "study.journal"
+
+
+def storage_url(url: str | None, folder: Path) -> str:
+    """The storage a sweep uses: ``url`` (RDB or journal path), else the journal in ``folder``."""
+    return url if url else str(Path(folder) / JOURNAL)
+
+
+def is_rdb(url: str) -> bool:
+    return "://" in url
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url`` (a journal file path, or an RDB URL).
+
+    Raises:
+        ConfigError: the database cannot be reached (the message names the URL, no password).
+    """
+    if not is_rdb(url):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"--storage {url}: is a folder; expected a journal file or an RDB URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # SQLAlchemy raises driver-specific types for every kind of failure
+        safe = _without_password(url)
+        reason = str(exc).strip().splitlines()[0][:300]
+        raise ConfigError(f"--storage {safe}: cannot be reached ({type(exc).__name__}: {reason})") from None
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The sampler of the sampled parameters (enumerated ones are fixed per trial by the driver).
+
+    TPE's options are pinned (Optuna 5 changed their defaults): multivariate, and constant liar
+    so trials in flight are not proposed again.
+    """
+    if spec.sampler.kind == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.sampler.seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=max(spec.parallel, 4))
+    return optuna.samplers.RandomSampler(seed=spec.sampler.seed)
+
+
+def make_pruner(spec: SweepSpec, epochs: int) -> optuna.pruners.BasePruner:
+    if spec.pruner.kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner.startup_trials,
+                                           n_warmup_steps=spec.pruner.warmup_epochs)
+    if spec.pruner.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(spec.pruner.warmup_epochs, 1), max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def directions(spec: SweepSpec) -> list[str]:
+    """Maximise the validation metric; with ``gpu_hours``, also minimise GPU-hours."""
+    return ["maximize", "minimize"] if spec.objective.gpu_hours else ["maximize"]
+
+
+def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, epochs: int) -> optuna.Study:
+    """The sweep's study (created on the first run, loaded by every later one)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=spec.name, storage=storage, directions=directions(spec),
+                               sampler=make_sampler(spec), pruner=make_pruner(spec, epochs),
+                               load_if_exists=True)
+
+
+def load_existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """A study that exists already (for reports, status and the dashboard).
+
+    Raises:
+        ConfigError: no study of that name in the storage (the message lists those there are).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        raise ConfigError(f"no sweep {name!r} in this storage (studies: {', '.join(names) or 'none'}); "
+                          f"run it first: steelseg-hpc sweep {name}")
+    return optuna.load_study(study_name=name, storage=storage)

@@ -81,6 +81,46 @@ def apply_worker_environment() -> dict[str, str]:
     return dict(WORKER_ENVIRONMENT)
 
 
+def process_start_environment(pid: int | str = "self") -> dict[str, str]:
+    """The environment a process was *started* with (``/proc/PID/environ``; Linux only).
+
+    glibc reads ``MALLOC_*_`` once, at start-up, so only the start environment tells whether a
+    worker runs with the malloc thresholds; ``os.environ`` may have been changed since.
+
+    Args:
+        pid: a process id of this user, or ``"self"``.
+
+    Example:
+        >>> "PATH" in process_start_environment()
+        True
+    """
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+    return {name.decode(errors="replace"): value.decode(errors="replace") for name, value in pairs}
+
+
+def worker_environment_mismatches(client: Any) -> dict[str, dict[str, str | None]]:
+    """Per worker, each :data:`WORKER_ENVIRONMENT` variable it was started without (or with another value).
+
+    Returns:
+        ``{worker address: {name: value at start, None if unset}}``; empty when every worker of
+        ``client`` started with the environment. Workers of a scheduler we did not start are
+        expected here (they get the thresholds through ``mallopt`` instead).
+
+    Example:
+        >>> worker_environment_mismatches(client)  # doctest: +SKIP
+        {}
+    """
+    started = client.run(process_start_environment)
+    mismatches = {}
+    for address, environment in started.items():
+        wrong = {name: environment.get(name) for name, value in WORKER_ENVIRONMENT.items()
+                 if environment.get(name) != value}
+        if wrong:
+            mismatches[address] = wrong
+    return mismatches
+
+
 def quiet_dask_logging() -> None:
     """Silence distributed's loggers in this process (a user sees task errors, not worker noise).
 

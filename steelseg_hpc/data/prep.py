@@ -100,7 +100,7 @@ def write_shard(task: ShardTask, loaded: LoadedSpec, partial: str) -> tuple[str,
     records = {record.key: record for record in task.records}
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def pair(key: str) -> tuple[np.ndarray, np.ndarray]:
+    def load_once(key: str) -> tuple[np.ndarray, np.ndarray]:
         if key not in pairs:
             pairs[key] = load_pair(records[key], loaded)
         return pairs[key]
@@ -111,7 +111,7 @@ def write_shard(task: ShardTask, loaded: LoadedSpec, partial: str) -> tuple[str,
             images = np.empty((len(task.jobs), tile, tile), dtype=np.uint8)
             masks = np.empty_like(images)
             for row, job in enumerate(task.jobs):
-                image, mask = pair(job.source)
+                image, mask = load_once(job.source)
                 window = (slice(job.y, job.y + tile), slice(job.x, job.x + tile))
                 images[row], masks[row] = apply_augmentation(image[window], mask[window], job.params)
             first, stop = task.shard_range
@@ -119,7 +119,7 @@ def write_shard(task: ShardTask, loaded: LoadedSpec, partial: str) -> tuple[str,
             group["masks"][first:stop] = masks
             group["done"][task.shard] = 1
         for key, position in task.whole:
-            image, mask = pair(key)
+            image, mask = load_once(key)
             entry = group[f"whole/{position:04d}"]
             entry["image"][...] = image
             entry["mask"][...] = mask

@@ -38,6 +38,10 @@ class TileReader:
     costs more than reading the tile itself; here both reads run concurrently on a loop of this
     thread. Each read touches only the shard index and that tile's inner chunk, not the shard.
 
+    Args:
+        store: path of a prepared store (format 2).
+        split: ``train``, ``val`` or ``test``.
+
     Example:
         >>> reader = TileReader("store.zarr", "train")  # doctest: +SKIP
         >>> image, mask = reader.read(0)                # uint8 [T, T] each  # doctest: +SKIP

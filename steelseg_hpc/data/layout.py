@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator
 
 import zarr
+import zarrs  # noqa: F401  (the pipeline named in _PIPELINE: missing, it fails here, by name)
 from zarr.codecs import ZstdCodec
 
 #: Uncompressed image bytes per shard: big enough that a shard's fixed costs (a file, a task)
@@ -59,10 +60,21 @@ def zarr_pipeline() -> Iterator[None]:
 
 
 def create_tile_arrays(group: zarr.Group, count: int, tile_size: int, shard: int) -> None:
-    """``images``, ``masks`` (uint8 ``[count, T, T]``, ``shard`` tiles per shard) and ``done``.
+    """Create a split's ``images``, ``masks`` and ``done`` arrays (metadata only) in ``group``.
 
     ``done[k]`` is 1 once shard ``k`` (tiles ``k*shard`` up to ``(k+1)*shard``) of both arrays is
     written; each flag is its own chunk, so parallel tasks never write the same file.
+
+    Args:
+        count: tiles N; ``images`` and ``masks`` are uint8 ``[N, tile_size, tile_size]``.
+        shard: tiles per shard file.
+
+    Example:
+        >>> import tempfile
+        >>> group = zarr.open_group(tempfile.mkdtemp(), mode="w")
+        >>> create_tile_arrays(group, count=10, tile_size=8, shard=4)
+        >>> group["images"].shards, group["images"].chunks, group["done"].shape
+        ((4, 8, 8), (1, 8, 8), (3,))
     """
     inner, outer = (1, tile_size, tile_size), (shard, tile_size, tile_size)
     for name, compressors in (("images", IMAGE_COMPRESSORS), ("masks", MASK_COMPRESSORS)):

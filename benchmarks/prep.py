@@ -2,7 +2,7 @@
 from the Zarr store against PNG files.
 
 Usage:
-    python benchmarks/prep.py [--json] [--tile 256] [--copies 4] [--reads 1000] [--rounds 2]
+    python benchmarks/prep.py [--json] [--tile 256] [--copies 4] [--reads 400] [--rounds 2]
     python benchmarks/prep.py --data synthetic [--size 1660x1640] [--groups 4,4,4] [--tile 800]
 
 Everything runs side by side in this one run, on exactly the same tiles: the PNG script does
@@ -137,7 +137,7 @@ def time_reads(store: Path, png_dir: Path, count: int, seed: int = 0) -> tuple[f
     n = zarr.open_array(str(store), path="train/images", mode="r").shape[0]
     order = [random.Random(seed).randrange(n) for _ in range(count)]
     best_zarr = best_png = float("inf")
-    for _ in range(2):  # alternate, so a change of load hits both
+    for _ in range(5):  # short alternating passes, so a burst of load elsewhere hits both
         start = time.perf_counter()
         for i in order:
             reader.read(i)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--copies", type=int, default=4, help="augmented copies per train tile")
     parser.add_argument("--size", default="1660x1640", help="synthetic: the lab's micrograph size")
     parser.add_argument("--groups", default="4,4,4", help="synthetic: images per group")
-    parser.add_argument("--reads", type=int, default=1000)
+    parser.add_argument("--reads", type=int, default=400, help="random tile reads per pass (5 passes)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the three writers; best of each")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]

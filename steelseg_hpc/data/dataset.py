@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,29 @@ async def _read_tile(images, masks, index: int) -> list[np.ndarray]:
     return await asyncio.gather(images.getitem(index), masks.getitem(index))
 
 
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each call at once, in the calling thread (asyncio takes only a ThreadPoolExecutor).
+
+    Reading a tile's chunk is shorter than handing it to a thread and back, and on a busy node
+    every hand-off may wait for a core.
+    """
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting coroutine, as a thread would
+            future.set_exception(exc)
+        return future
+
+
 class TileReader:
     """One process's handles on a split's images and masks: reads one tile's two chunks at once.
 
-    zarr's synchronous API hands each call to its event-loop thread and back, which at 256 px
-    costs more than reading the tile itself; here both reads run concurrently on a loop of this
-    thread. Each read touches only the shard index and that tile's inner chunk, not the shard.
+    zarr's synchronous API hands each call to its event-loop thread, and the codec pipeline each
+    chunk to a worker thread, and back: at 256 px that costs more than reading the tile. Here the
+    reads run on an event loop of this thread that does blocking work inline. Each read touches
+    only the shard index and that tile's inner chunk, not the shard.
 
     Args:
         store: path of a prepared store (format 2).
@@ -49,6 +67,7 @@ class TileReader:
 
     def __init__(self, store: str, split: str):
         self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(_InlineExecutor())
         with zarr_pipeline():
             self._images, self._masks = self._run(_open_tile_arrays(store, split))
 

@@ -57,3 +57,17 @@ def tiny_store_5(tmp_path_factory) -> Path:
     out = folder / "metaldam-subset.zarr"
     prepare(load_spec(write_metaldam_subset_spec(folder)), out, workers=0)
     return out
+
+
+@pytest.fixture()
+def no_worker_environment(monkeypatch):
+    """This process without the Dask worker environment, so a worker can only get it from the factory.
+
+    Dask's nanny copies its pre-spawn environment into the process that starts it, so after any
+    earlier LocalCluster the variables would otherwise reach new workers by inheritance alone.
+    """
+    from steelseg_hpc.compute.dask_cluster import WORKER_ENVIRONMENT
+
+    for name in WORKER_ENVIRONMENT:
+        monkeypatch.setenv(name, "")  # recorded, so the original value comes back afterwards
+        monkeypatch.delenv(name)

@@ -60,7 +60,8 @@ def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, 
     """Load the spec, prepare with a rich progress bar, print the summary table."""
     loaded = data.load_spec(spec, raw_dir=raw, tile_size=tile_size, stride=stride)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    # off when not a terminal: a transient bar there leaves a stray empty line in logs
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("prep", total=None)
 
         def progress(advance: int, total: int) -> None:

@@ -57,6 +57,10 @@ _QUIET_WORKER_CONFIG = {
     "DASK_LOGGING__DISTRIBUTED": "critical",
 }
 
+#: The scheduler always serves HTTP (health, metrics); without an address it takes port 8787 and
+#: *warns* on stderr when another cluster holds it. A free loopback port and no Bokeh dashboard.
+_NO_DASHBOARD = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -77,8 +81,55 @@ def apply_worker_environment() -> dict[str, str]:
     return dict(WORKER_ENVIRONMENT)
 
 
+def process_start_environment(pid: int | str = "self") -> dict[str, str]:
+    """The environment a process was *started* with (``/proc/PID/environ``; Linux only).
+
+    glibc reads ``MALLOC_*_`` once, at start-up, so only the start environment tells whether a
+    worker runs with the malloc thresholds; ``os.environ`` may have been changed since.
+
+    Args:
+        pid: a process id of this user, or ``"self"``.
+
+    Example:
+        >>> "PATH" in process_start_environment()
+        True
+    """
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+    return {name.decode(errors="replace"): value.decode(errors="replace") for name, value in pairs}
+
+
+def worker_environment_mismatches(client: Any) -> dict[str, dict[str, str | None]]:
+    """Per worker, each :data:`WORKER_ENVIRONMENT` variable it was started without (or with another value).
+
+    Returns:
+        ``{worker address: {name: value at start, None if unset}}``; empty when every worker of
+        ``client`` started with the environment. Workers of a scheduler we did not start are
+        expected here (they get the thresholds through ``mallopt`` instead).
+
+    Example:
+        >>> worker_environment_mismatches(client)  # doctest: +SKIP
+        {}
+    """
+    started = client.run(process_start_environment)
+    mismatches = {}
+    for address, environment in started.items():
+        wrong = {name: environment.get(name) for name, value in WORKER_ENVIRONMENT.items()
+                 if environment.get(name) != value}
+        if wrong:
+            mismatches[address] = wrong
+    return mismatches
+
+
 def quiet_dask_logging() -> None:
-    """Silence distributed's loggers in this process (a user sees task errors, not worker noise)."""
+    """Silence distributed's loggers in this process (a user sees task errors, not worker noise).
+
+    Kept at ``-vv`` (root logger at DEBUG), where a user asked to see everything.
+    """
+    # importing distributed sets its logger to INFO; when the root logger already has a handler
+    # (the CLI's), distributed's records propagate to it, so the level must be set after the import
+    import distributed  # noqa: F401
+
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
@@ -130,7 +181,7 @@ def slurm_cluster_options(profile: ClusterProfile, log_directory: str | Path) ->
         "log_directory": str(log_directory),
         "silence_logs": logging.CRITICAL,
     }
-    scheduler = {"dashboard_address": None}
+    scheduler = dict(_NO_DASHBOARD)
     if profile.dask_interface:
         options["interface"] = profile.dask_interface
         scheduler["interface"] = profile.dask_interface
@@ -169,10 +220,12 @@ def make_dask_cluster(kind: str, workers: int, profile: ClusterProfile | str | P
         import dask
         from dask.distributed import LocalCluster
 
+        quiet_dask_logging()  # the scheduler runs in this process
         with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRONMENT,
                               "logging.distributed": "critical"}):
             return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                dashboard_address=None, silence_logs=logging.CRITICAL)
+                                dashboard_address=None, scheduler_kwargs=dict(_NO_DASHBOARD),
+                                silence_logs=logging.CRITICAL)
     if kind != "slurm":
         if "://" not in kind:
             raise ConfigError(f"--dask-cluster {kind!r}: expected local, slurm or a scheduler "
@@ -183,6 +236,7 @@ def make_dask_cluster(kind: str, workers: int, profile: ClusterProfile | str | P
                                               "tasks_per_node": None}))
     from dask_jobqueue import SLURMCluster
 
+    quiet_dask_logging()
     log_directory = (log_directory or os.environ.get("STEELSEG_DASK_LOG_DIR")
                      or Path(tempfile.gettempdir()) / "steelseg-dask-logs")
     Path(log_directory).mkdir(parents=True, exist_ok=True)

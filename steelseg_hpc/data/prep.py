@@ -5,9 +5,11 @@ The order of work is what makes it safe:
 1. read and check every image and mask (in parallel) — any bad input stops here, before a byte
    is written, so an existing store is never touched by a failed run (``--force`` included);
 2. build the tile plan (a pure function of the spec and image sizes);
-3. write into ``STORE.partial`` — each task writes whole chunks and then sets the tiles' ``done``
-   flags, so a crash leaves only unfinished tiles, which a rerun writes;
-4. when every tile is done, mark the store complete and move it to ``STORE`` (replacing the old
+3. write into ``STORE.partial`` — each task writes one whole shard (a contiguous range of tiles,
+   one file per array, see :mod:`~steelseg_hpc.data.layout`) and then sets that shard's ``done``
+   flag, so a set flag always means complete data and a crash leaves only unfinished shards,
+   which a rerun writes;
+4. when every shard is done, mark the store complete and move it to ``STORE`` (replacing the old
    one only then).
 
 Example:
@@ -30,7 +32,9 @@ import zarr
 from steelseg_hpc.compute.tasks import TaskRunner
 from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.data.augment import apply_augmentation
-from steelseg_hpc.data.plan import TileJob, TilePlan, build_plan
+from steelseg_hpc.data.layout import create_tile_arrays, tiles_per_shard, zarr_pipeline
+from steelseg_hpc.data.plan import TilePlan, build_plan
+from steelseg_hpc.data.shard_tasks import ShardTask, shard_tasks, with_records
 from steelseg_hpc.data.sources import ImageRecord, discover, load_pair
 from steelseg_hpc.data.spec import SPLITS, LoadedSpec
 from steelseg_hpc.data.store import FORMAT_VERSION, package_versions
@@ -82,62 +86,68 @@ def check_image(record: ImageRecord, loaded: LoadedSpec) -> ImageCheck:
     return ImageCheck(record.key, height, width, digest)
 
 
-def write_image_tiles(
-    record: ImageRecord, loaded: LoadedSpec, partial: str, jobs: list[TileJob], whole: tuple[str, int] | None
-) -> tuple[dict[str, int], dict[str, float]]:
-    """Cut, augment and write the given tiles of one image, then flag them done (runs on a worker).
+def write_shard(task: ShardTask, loaded: LoadedSpec, partial: str) -> tuple[str, int, float]:
+    """Cut, augment and write one shard's tiles and its whole images, then flag them done.
 
-    Returns tiles written and seconds spent, per split.
+    Runs on a worker. Each array gets the whole shard in one assignment, so each shard file is
+    written once, whole; the flags come after the data they vouch for.
+
+    Returns:
+        (split, tiles written, seconds spent).
     """
     start = time.perf_counter()
-    image, mask = load_pair(record, loaded)
     tile = loaded.spec.tiling.tile_size
-    written: dict[str, int] = {}
-    arrays: dict[str, tuple] = {}
-    for job in jobs:
-        if job.split not in arrays:
-            arrays[job.split] = tuple(
-                zarr.open_array(partial, path=f"{job.split}/{name}", mode="r+") for name in ("images", "masks", "done")
-            )
-        images, masks, done = arrays[job.split]
-        tile_image, tile_mask = apply_augmentation(
-            image[job.y : job.y + tile, job.x : job.x + tile], mask[job.y : job.y + tile, job.x : job.x + tile], job.params
-        )
-        images[job.index] = tile_image
-        masks[job.index] = tile_mask
-        done[job.index] = 1  # after both chunks: a set flag always means a complete tile
-        written[job.split] = written.get(job.split, 0) + 1
-    if whole is not None:
-        split, position = whole
-        group = zarr.open_group(partial, path=f"{split}/whole/{position:04d}", mode="r+")
-        group["image"][...] = image
-        group["mask"][...] = mask
-        zarr.open_array(partial, path=f"{split}/whole_done", mode="r+")[position] = 1
-    seconds = time.perf_counter() - start
-    total = max(sum(written.values()), 1)
-    return written, {name: seconds * n / total for name, n in written.items()}
+    records = {record.key: record for record in task.records}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def load_once(key: str) -> tuple[np.ndarray, np.ndarray]:
+        if key not in pairs:
+            pairs[key] = load_pair(records[key], loaded)
+        return pairs[key]
+
+    with zarr_pipeline():
+        group = zarr.open_group(partial, path=task.split, mode="r+")
+        if task.shard is not None:
+            images = np.empty((len(task.jobs), tile, tile), dtype=np.uint8)
+            masks = np.empty_like(images)
+            for row, job in enumerate(task.jobs):
+                image, mask = load_once(job.source)
+                window = (slice(job.y, job.y + tile), slice(job.x, job.x + tile))
+                images[row], masks[row] = apply_augmentation(image[window], mask[window], job.params)
+            first, stop = task.shard_range
+            group["images"][first:stop] = images
+            group["masks"][first:stop] = masks
+            group["done"][task.shard] = 1
+        for key, position in task.whole:
+            image, mask = load_once(key)
+            entry = group[f"whole/{position:04d}"]
+            entry["image"][...] = image
+            entry["mask"][...] = mask
+            group["whole_done"][position] = 1
+    return task.split, len(task.jobs), time.perf_counter() - start
 
 
-def _store_hash(loaded: LoadedSpec, checks: list[ImageCheck]) -> str:
-    content = loaded.spec.fingerprint() + str(FORMAT_VERSION)
+def _store_hash(loaded: LoadedSpec, checks: list[ImageCheck], shard_sizes: dict[str, int]) -> str:
+    content = loaded.spec.fingerprint() + str(FORMAT_VERSION) + repr(sorted(shard_sizes.items()))
     content += "".join(f"{c.key}:{c.digest}" for c in sorted(checks, key=lambda c: c.key))
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
-def _existing_hash(path: Path) -> tuple[str | None, bool]:
-    """(spec_hash, complete) of a store at ``path``; (None, False) if there is none."""
+def _existing_store(path: Path) -> tuple[str | None, int | None]:
+    """(spec_hash, format_version) of a store at ``path``; (None, None) if there is none."""
     if not path.exists():
-        return None, False
+        return None, None
     try:
         attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception:  # anything unreadable is not a store we may resume
         raise DataError(f"{path} exists and is not a steelseg-hpc Zarr store; move it or choose another --out") from None
     if attrs.get("format_version") is None:
         raise DataError(f"{path} exists and is not a steelseg-hpc Zarr store; move it or choose another --out")
-    return attrs.get("spec_hash"), bool(attrs.get("complete"))
+    return attrs.get("spec_hash"), attrs["format_version"]
 
 
-def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict, spec_hash: str) -> None:
+def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict, spec_hash: str,
+                   shard_sizes: dict[str, int]) -> None:
     spec = loaded.spec
     tile = spec.tiling.tile_size
     root = zarr.open_group(str(path), mode="w")
@@ -158,10 +168,9 @@ def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict,
     )
     for split, jobs in plan.tiles.items():
         group = root.create_group(split)
-        for name in ("images", "masks"):
-            group.create_array(name, shape=(len(jobs), tile, tile), chunks=(1, tile, tile), dtype="uint8", fill_value=0)
-        group.create_array("done", shape=(len(jobs),), chunks=(1,), dtype="uint8", fill_value=0)
-        group.attrs["provenance"] = [job.provenance() for job in jobs]
+        create_tile_arrays(group, len(jobs), tile, shard_sizes[split])
+        group.attrs.update({"tiles_per_shard": shard_sizes[split],
+                            "provenance": [job.provenance() for job in jobs]})
     for split, records in plan.whole.items():
         group = root.require_group(split)
         group.create_array("whole_done", shape=(len(records),), chunks=(1,), dtype="uint8", fill_value=0)
@@ -174,20 +183,21 @@ def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict,
                 entry.create_array(name, shape=(h, w), chunks=chunk, dtype="uint8", fill_value=0)
 
 
-def _missing(path: Path, plan: TilePlan) -> tuple[dict[str, list[TileJob]], dict[str, tuple[str, int]]]:
-    """Tiles (by source) and whole images not yet flagged done in the partial store."""
+def _pending_tasks(path: Path, plan: TilePlan, shard_sizes: dict[str, int],
+                   records: list[ImageRecord]) -> list[ShardTask]:
+    """Tasks for the shards and whole images not yet flagged done in the partial store."""
     root = zarr.open_group(str(path), mode="r")
-    todo: dict[str, list[TileJob]] = {}
-    for split, jobs in plan.tiles.items():
-        done = root[split]["done"][...]
-        for job in jobs:
-            if not done[job.index]:
-                todo.setdefault(job.source, []).append(job)
-    whole: dict[str, tuple[str, int]] = {}
-    for split, records in plan.whole.items():
-        done = root[split]["whole_done"][...]
-        whole.update({r.key: (split, i) for i, r in enumerate(records) if not done[i]})
-    return todo, whole
+    by_key = {record.key: record for record in records}
+    tasks = []
+    for split in SPLITS:
+        if split not in plan.tiles and split not in plan.whole:
+            continue
+        whole = [record.key for record in plan.whole.get(split, [])]
+        tasks += shard_tasks(split, plan.tiles.get(split, []), shard_sizes.get(split, 1),
+                             done=root[split]["done"][...] if split in plan.tiles else [],
+                             whole=whole, whole_done=root[split]["whole_done"][...] if whole else [])
+    # biggest first, so no worker is left alone with a big task at the end
+    return sorted((with_records(task, by_key) for task in tasks), key=lambda task: -len(task.jobs))
 
 
 def _folder_bytes(path: Path) -> int:
@@ -203,6 +213,7 @@ def prepare(
     force: bool = False,
     progress=None,
     runner: TaskRunner | None = None,
+    shard_tiles: int | None = None,
 ) -> PrepSummary:
     """Prepare (or finish, or confirm) the store ``out`` for the spec ``loaded``.
 
@@ -210,10 +221,12 @@ def prepare(
         progress: optional callable ``(advance_tiles, total_tiles)`` for a progress bar.
         runner: an already started :class:`TaskRunner` to reuse (then ``workers``,
             ``dask_cluster`` and ``profile`` are ignored).
+        shard_tiles: tiles per shard (default: :func:`~steelseg_hpc.data.layout.tiles_per_shard`
+            of the tile size); part of the store's identity, like the spec.
 
     Raises:
         DataError: bad input (before anything is written), or ``out`` holds a store prepared from
-            a different spec or data and ``force`` is not set.
+            a different spec or data, or of an older format, and ``force`` is not set.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -229,15 +242,23 @@ def prepare(
     with contextlib.nullcontext(runner) if runner is not None else TaskRunner(workers, dask_cluster, profile) as runner:
         checks = list(runner.map(check_image, [(r, loaded) for r in records]))
         shapes = {c.key: (c.height, c.width) for c in checks}
-        spec_hash = _store_hash(loaded, checks)
         plan = build_plan(loaded.spec, records, shapes)
+        per_shard = shard_tiles or tiles_per_shard(loaded.spec.tiling.tile_size)
+        shard_sizes = {split: min(per_shard, len(jobs)) for split, jobs in plan.tiles.items()}
+        spec_hash = _store_hash(loaded, checks, shard_sizes)
         summary = PrepSummary(out, up_to_date=False)
         for split in SPLITS:
             if split in plan.tiles:
                 sources = {job.source for job in plan.tiles[split]}
                 summary.splits[split] = SplitSummary(images=len(sources), tiles=len(plan.tiles[split]))
-        final_hash, _ = _existing_hash(out)
-        if final_hash == spec_hash:
+        final_hash, final_format = _existing_store(out)
+        outdated = final_format is not None and final_format != FORMAT_VERSION
+        if outdated and not force:
+            raise DataError(
+                f"{out} is a store of format {final_format} but this steelseg-hpc writes format "
+                f"{FORMAT_VERSION}; re-run prep with --force to rebuild it"
+            )
+        if final_hash == spec_hash and not outdated:
             summary.up_to_date = True
             _fill_sizes(summary, out)
             summary.wall_seconds = time.perf_counter() - started
@@ -247,54 +268,36 @@ def prepare(
                 f"{out} was prepared from a different spec or different raw data "
                 f"(store {final_hash}, now {spec_hash}); pass --force to rebuild it"
             )
-        partial_hash, _ = _existing_hash(partial)
+        partial_hash, _ = _existing_store(partial)
         if partial_hash != spec_hash:
             if partial.exists():
                 shutil.rmtree(partial)
-            _create_layout(partial, loaded, plan, shapes, spec_hash)
+            _create_layout(partial, loaded, plan, shapes, spec_hash, shard_sizes)
         else:
             log.info("resuming %s", partial)
-        todo, whole = _missing(partial, plan)
-        calls = _balanced_calls(records, loaded, partial, todo, whole, runner.workers)
-        total = sum(len(jobs) for jobs in todo.values())
+        tasks = _pending_tasks(partial, plan, shard_sizes, records)
+        total = sum(len(task.jobs) for task in tasks)
         if progress is not None:
             progress(0, total)
-        for written, seconds in runner.map(write_image_tiles, calls):
-            for split, count in written.items():
-                summary.splits[split].written += count
-                summary.splits[split].seconds += seconds[split]
+        for split, written, seconds in runner.map(write_shard, [(task, loaded, str(partial)) for task in tasks]):
+            summary.splits[split].written += written
+            summary.splits[split].seconds += seconds
             if progress is not None:
-                progress(sum(written.values()), total)
+                progress(written, total)
     _finish(partial, out, plan)
     _fill_sizes(summary, out)
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
 
-def _balanced_calls(records, loaded, partial, todo, whole, workers):
-    """Tasks of at most a few tiles each, largest first, so workers finish together.
-
-    One task per image would leave one worker alone with the last big image; smaller tasks cost
-    one extra image read each, which is cheap next to augmenting and compressing tiles.
-    """
-    total = sum(len(jobs) for jobs in todo.values())
-    # the same split for 0 (in-process) and 2 workers, so the two do exactly the same work
-    size = max(4, -(-total // (max(workers, 2) * 8)))
-    by_key = {r.key: r for r in records}
-    calls = []
-    for key in sorted(set(todo) | set(whole)):
-        jobs = todo.get(key, [])
-        batches = [jobs[i : i + size] for i in range(0, len(jobs), size)] or [[]]
-        for n, batch in enumerate(batches):
-            calls.append((by_key[key], loaded, str(partial), batch, whole.get(key) if n == 0 else None))
-    return sorted(calls, key=lambda call: -len(call[3]))
-
-
 def _finish(partial: Path, out: Path, plan: TilePlan) -> None:
     root = zarr.open_group(str(partial), mode="r+")
     for split in plan.tiles:
         if not np.all(root[split]["done"][...]):
-            raise DataError(f"{partial}: tiles of '{split}' are missing after prep; rerun to finish")
+            raise DataError(f"{partial}: shards of '{split}' are missing after prep; rerun to finish")
+    for split in plan.whole:
+        if not np.all(root[split]["whole_done"][...]):
+            raise DataError(f"{partial}: whole images of '{split}' are missing after prep; rerun to finish")
     root.attrs["complete"] = True
     if out.exists():
         trash = out.with_name(out.name + ".old")

@@ -4,9 +4,9 @@ Layout (see ``docs/contracts.md``)::
 
     STORE.zarr/                 attrs: format_version, spec_hash, dataset, class_names, num_classes,
                                        tile_size, stride, versions, complete
-      <split>/images  uint8 [N, T, T]   one tile per chunk
-      <split>/masks   uint8 [N, T, T]   class indices
-      <split>/done    uint8 [N]         1 once the tile's image and mask chunks are written
+      <split>/images  uint8 [N, T, T]   one tile per inner chunk, S tiles per shard file
+      <split>/masks   uint8 [N, T, T]   class indices, same chunks and shards
+      <split>/done    uint8 [ceil(N/S)] 1 once shard k (tiles kS .. kS+S-1) is written
       <split>/whole/NNNN/{image,mask}   whole images (val, test) for sliding-window evaluation
 
 Example:
@@ -27,7 +27,8 @@ import zarr
 from steelseg_hpc.data.spec import SPLITS
 from steelseg_hpc.core.errors import DataError
 
-FORMAT_VERSION = 1
+#: 2: tiles in shards (``steelseg_hpc.data.layout``), ``done`` per shard; 1: one file per tile.
+FORMAT_VERSION = 2
 _VERSIONED = ("steelseg-hpc", "numpy", "zarr", "albumentations", "dask", "opencv-python-headless", "pillow")
 
 
@@ -73,8 +74,12 @@ def open_store(path: str | Path, require_complete: bool = True) -> StoreInfo:
         attrs = dict(root.attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
         raise DataError(f"{path}: not a Zarr store (run `steelseg-hpc prep SPEC --out {path}`)") from None
-    if attrs.get("format_version") != FORMAT_VERSION or "class_names" not in attrs:
-        raise DataError(f"{path}: not a steelseg-hpc store of format {FORMAT_VERSION}")
+    version = attrs.get("format_version")
+    if version is None or "class_names" not in attrs:
+        raise DataError(f"{path}: not a steelseg-hpc store (run `steelseg-hpc prep SPEC --out {path}`)")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{path}: store format {version}, but this steelseg-hpc reads format {FORMAT_VERSION}; "
+                        f"re-run `steelseg-hpc prep SPEC --out {path} --force`")
     if require_complete and not attrs.get("complete", False):
         raise DataError(f"{path}: store is incomplete; rerun the same `steelseg-hpc prep` command to finish it")
     splits, whole = {}, {}

@@ -99,7 +99,11 @@ def test_changed_raw_image_counts_as_a_changed_store(synthetic_raw, tmp_path):
         prepare(load_spec(spec), out, workers=0)
 
 
-def test_resume_after_crash_writes_only_missing_tiles(synthetic_raw, tmp_path, monkeypatch):
+def _files(store) -> dict[str, bytes]:
+    return {str(path.relative_to(store)): path.read_bytes() for path in sorted(store.rglob("*")) if path.is_file()}
+
+
+def test_resume_after_crash_writes_only_missing_shards(synthetic_raw, tmp_path, monkeypatch):
     spec = copy_raw(synthetic_raw, tmp_path / "raw")
     out = tmp_path / "s.zarr"
     calls = {"n": 0}
@@ -113,29 +117,68 @@ def test_resume_after_crash_writes_only_missing_tiles(synthetic_raw, tmp_path, m
 
     monkeypatch.setattr("steelseg_hpc.data.prep.apply_augmentation", crash_on_40th)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        prepare(load_spec(spec), out, workers=0)
+        prepare(load_spec(spec), out, workers=0, shard_tiles=SHARD)
     partial = tmp_path / "s.zarr.partial"
     assert partial.exists() and not out.exists()
     with pytest.raises(DataError, match="incomplete"):
         open_store(partial)
+    done = {split: zarr.open_array(str(partial), path=f"{split}/done")[...] for split in ("train", "val", "test")}
+    finished = {split: np.flatnonzero(flags) for split, flags in done.items()}
+    tiles_done = SHARD * sum(len(shards) for shards in finished.values())
+    assert 0 < tiles_done < 39  # the shard being written when it crashed is not flagged
+    shard_files = {split: {k: partial / split / "images" / "c" / str(k) / "0" / "0" for k in shards}
+                   for split, shards in finished.items()}
+    written_before = {path: path.stat().st_mtime_ns for files in shard_files.values() for path in files.values()}
     monkeypatch.setattr("steelseg_hpc.data.prep.apply_augmentation", real)
-    resumed = prepare(load_spec(spec), out, workers=0)
+    resumed = prepare(load_spec(spec), out, workers=0, shard_tiles=SHARD)
     total = sum(s.tiles for s in resumed.splits.values())
-    assert resumed.tiles_written == total - 39
+    assert resumed.tiles_written == total - tiles_done
+    for path, mtime in written_before.items():  # the finished shards were not written again
+        moved = out / path.relative_to(partial)
+        assert moved.stat().st_mtime_ns == mtime, moved
     reference = tmp_path / "ref.zarr"
-    prepare(load_spec(spec), reference, workers=0)
-    for split in ("train", "val", "test"):
-        for name in ("images", "masks"):
-            np.testing.assert_array_equal(zarr.open_array(str(out), path=f"{split}/{name}")[...], zarr.open_array(str(reference), path=f"{split}/{name}")[...])
+    prepare(load_spec(spec), reference, workers=0, shard_tiles=SHARD)
+    assert _files(out) == _files(reference)
 
 
-def test_dask_workers_write_the_same_store_as_one_process(synthetic_raw, tiny_store, tmp_path):
-    out = tmp_path / "dask.zarr"
-    prepare(load_spec(synthetic_raw), out, workers=2)
+#: Small shards, so every split has several, and shards span images (18 train tiles per image).
+SHARD = 8
+
+
+def test_shards_span_images_and_hold_every_tile(synthetic_raw, tmp_path):
+    out = tmp_path / "s.zarr"
+    prepare(load_spec(synthetic_raw), out, workers=0, shard_tiles=SHARD)
+    rows = read_provenance(out, "train")
+    sources_per_shard = [{row["source"] for row in rows[k:k + SHARD]} for k in range(0, len(rows), SHARD)]
+    assert any(len(sources) > 1 for sources in sources_per_shard)
+    images = zarr.open_array(str(out), path="train/images")
+    assert images.shards == (SHARD, 64, 64) and images.chunks == (1, 64, 64)
+    assert zarr.open_array(str(out), path="train/done")[...].tolist() == [1] * len(sources_per_shard)
+    shard_files = sorted((out / "train" / "images" / "c").glob("*/0/0"))
+    assert len(shard_files) == len(sources_per_shard)  # one file per shard, not per tile
+
+
+def test_dask_workers_write_the_same_store_as_one_process(synthetic_raw, tmp_path):
+    one_process, dask = tmp_path / "one.zarr", tmp_path / "dask.zarr"
+    prepare(load_spec(synthetic_raw), one_process, workers=0, shard_tiles=SHARD)
+    prepare(load_spec(synthetic_raw), dask, workers=2, shard_tiles=SHARD)
     for split in ("train", "val", "test"):
-        assert read_provenance(out, split) == read_provenance(tiny_store, split)
-        for name in ("images", "masks"):
-            np.testing.assert_array_equal(zarr.open_array(str(out), path=f"{split}/{name}")[...], zarr.open_array(str(tiny_store), path=f"{split}/{name}")[...])
+        assert read_provenance(dask, split) == read_provenance(one_process, split)
+    assert _files(dask) == _files(one_process)  # every chunk, shard and metadata file, bit for bit
+
+
+def test_store_of_an_older_format_is_refused_with_a_hint(synthetic_raw, tmp_path):
+    spec = copy_raw(synthetic_raw, tmp_path / "raw")
+    out = tmp_path / "s.zarr"
+    prepare(load_spec(spec), out, workers=0)
+    zarr.open_group(str(out), mode="r+").attrs["format_version"] = 1
+    with pytest.raises(DataError, match="store format 1.*re-run `steelseg-hpc prep SPEC --out .* --force`"):
+        open_store(out)
+    with pytest.raises(DataError, match="format 1 but this steelseg-hpc writes format 2; re-run prep with --force"):
+        prepare(load_spec(spec), out, workers=0)
+    assert zarr.open_group(str(out), mode="r").attrs["format_version"] == 1  # untouched
+    prepare(load_spec(spec), out, workers=0, force=True)
+    assert open_store(out).complete
 
 
 def test_pooled_random_split_needs_explicit_leak_acknowledgement(synthetic_raw, tmp_path, caplog):

@@ -1,4 +1,8 @@
-"""Every kind of bad input: one line naming the file or field, exit code 2, store untouched."""
+"""Every kind of bad input: one line naming the file or field, exit code 2, store untouched.
+
+In this process and through real Dask workers (a real ``prep`` process, all its output read).
+"""
+import re
 import subprocess
 import sys
 
@@ -110,6 +114,30 @@ def run_cli(*args):
     return result.exit_code, result.stderr, result.stdout
 
 
+def run_prep_process(*args) -> tuple[int, str]:
+    """``python -m steelseg_hpc prep ARGS`` in a real process: (exit code, stdout + stderr).
+
+    A real process, so whatever Dask's scheduler, nannies and worker processes print is captured.
+    """
+    proc = subprocess.run([sys.executable, "-m", "steelseg_hpc", "prep", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_one_clean_line(code: int, output: str, expected: str) -> None:
+    lines = output.strip().splitlines()
+    assert code == 2, output
+    assert len(lines) == 1, output
+    for noise in ("Traceback", "distributed.", "ERROR -"):
+        assert noise not in output, output
+    assert re.search(expected, lines[0]), lines[0]
+
+
+def assert_untouched(store, before) -> None:
+    assert snapshot(store) == before
+    assert not store.with_name(store.name + ".partial").exists()
+
+
 @pytest.mark.parametrize("damage", CASES, ids=[c.__name__ for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_store_untouched(raw_and_store, damage):
     spec, store = raw_and_store
@@ -117,18 +145,31 @@ def test_bad_input_is_one_line_exit_2_and_store_untouched(raw_and_store, damage)
     before = snapshot(store)
     for extra in ([], ["--force"]):
         code, err, out = run_cli("prep", spec, "--out", store, "--workers", "0", *extra)
-        assert code == 2, (err, out)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in err + out, err
-        assert __import__("re").search(expected, lines[0]), lines[0]
-    assert snapshot(store) == before
-    assert not store.with_name("store.zarr.partial").exists()
+        assert_one_clean_line(code, err + out, expected)
+    assert_untouched(store, before)
 
 
-def test_image_smaller_than_tile(raw_and_store):
+# One prep per damage kind, with --force (the stricter case): each costs a Dask start-up (~4-7 s
+# on 2 cores) when the damage is found on a worker; spec errors stop before any worker starts.
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_through_dask_workers_prints_only_the_error(raw_and_store, damage):
     spec, store = raw_and_store
-    code, err, _ = run_cli("prep", spec, "--out", store, "--workers", "0", "--tile-size", "120", "--stride", "60")
-    assert code == 2 and "128x112 px (after cropping), smaller than a 120 px tile" in err
+    expected = damage(spec)
+    before = snapshot(store)
+    code, output = run_prep_process(spec, "--out", store, "--workers", "2", "--force")
+    assert_one_clean_line(code, output, expected)
+    assert_untouched(store, before)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "dask"])
+def test_image_smaller_than_tile(raw_and_store, workers):
+    spec, store = raw_and_store
+    before = snapshot(store)
+    code, output = run_prep_process(spec, "--out", store, "--workers", workers, "--tile-size", "120",
+                                    "--stride", "60", "--force")
+    assert_one_clean_line(code, output, r"128x112 px \(after cropping\), smaller than a 120 px tile")
+    assert_untouched(store, before)
 
 
 def test_stride_larger_than_tile_is_refused(raw_and_store):

@@ -1,12 +1,21 @@
-"""``prep --dask-cluster slurm``: Dask workers as SLURM jobs write the same store as local prep."""
+"""``prep --dask-cluster slurm``: Dask workers as SLURM jobs, with the same environment as local
+workers, write the same store as local prep."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
 import pytest
 import zarr
 
+from steelseg_hpc.compute.dask_cluster import (
+    WORKER_ENVIRONMENT,
+    connect,
+    make_dask_cluster,
+    process_start_environment,
+    worker_environment_mismatches,
+)
 from steelseg_hpc.data import load_spec, prepare
 
 from .conftest import LOCAL_CLUSTER_PROFILE
@@ -50,3 +59,26 @@ def test_prep_on_slurm_workers_matches_local_prep(slurm_cluster, synthetic_raw, 
                            capture_output=True, text=True).stdout
     assert queue.strip() == ""
     assert list((tmp_path / "dask-logs").glob("dask-worker-*.err"))  # the workers were SLURM jobs
+
+
+def _worker_and_nanny_start_environments() -> tuple[dict[str, str], dict[str, str]]:
+    return process_start_environment(), process_start_environment(os.getppid())
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_workers_start_with_the_worker_environment(slurm_cluster, tmp_path, no_worker_environment):
+    """The job prologue's DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON reaches the worker process."""
+    cluster = make_dask_cluster("slurm", 1, LOCAL_CLUSTER_PROFILE, log_directory=tmp_path / "dask-logs")
+    try:
+        client = connect(cluster, workers=1, timeout=120)
+        [(worker, nanny)] = client.run(_worker_and_nanny_start_environments).values()
+        assert "SLURM_JOB_ID" in worker  # a SLURM job, not a local process
+        for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
+            assert worker.get(name) == WORKER_ENVIRONMENT[name], name
+            # the job itself started without it: the nanny put it there, from Dask's config
+            assert name not in nanny, name
+        assert worker_environment_mismatches(client) == {}
+        client.close()
+    finally:
+        cluster.close()

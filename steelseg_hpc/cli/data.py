@@ -36,10 +36,12 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--tile-size", type=int, default=None, help="Tile size written into spec.toml.")
 @click.option("--copies", type=int, default=1, show_default=True, help="Augmented copies per train tile.")
-def synth(out: Path, groups: str, size: str, seed: int, tile_size: int | None, copies: int) -> None:
+@click.option("--force", is_flag=True, help="Write into a non-empty folder synth did not make.")
+def synth(out: Path, groups: str, size: str, seed: int, tile_size: int | None, copies: int, force: bool) -> None:
     """Write a deterministic synthetic SEM steel dataset and its spec.toml."""
     counts = parse_int_list(groups, "--groups")
-    spec_path = data.make_synthetic_dataset(out, counts, parse_size(size), seed, tile_size=tile_size, copies=copies)
+    spec_path = data.make_synthetic_dataset(out, counts, parse_size(size), seed, tile_size=tile_size, copies=copies,
+                                            force=force)
     console.print(f"wrote {sum(counts)} images in {len(counts)} groups to {out}; spec: {spec_path}")
 
 

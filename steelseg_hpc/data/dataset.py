@@ -66,6 +66,7 @@ class TileReader:
     """
 
     def __init__(self, store: str, split: str):
+        self.store, self.split = store, split
         self._loop = asyncio.new_event_loop()
         self._loop.set_default_executor(_InlineExecutor())
         with zarr_pipeline():
@@ -82,8 +83,18 @@ class TileReader:
         return sync(coroutine)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(image, mask)`` of tile ``index``, uint8 ``[T, T]`` each."""
-        image, mask = self._run(_read_tile(self._images, self._masks, index))
+        """``(image, mask)`` of tile ``index``, uint8 ``[T, T]`` each.
+
+        Raises:
+            DataError: the tile's shard cannot be decoded (a damaged file), naming it.
+        """
+        try:
+            image, mask = self._run(_read_tile(self._images, self._masks, index))
+        except Exception as exc:  # zarr and its codecs raise many types for a damaged shard
+            shard = index // self._images.shards[0]
+            raise DataError(f"{self.store}: tile {index} of split '{self.split}' cannot be read from "
+                            f"{self.split}/images|masks/c/{shard}/0/0 ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); re-run prep with --force") from None
         return image, mask
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -35,9 +36,9 @@ from steelseg_hpc.data.augment import apply_augmentation
 from steelseg_hpc.data.layout import create_tile_arrays, tiles_per_shard, zarr_pipeline
 from steelseg_hpc.data.plan import TilePlan, build_plan
 from steelseg_hpc.data.shard_tasks import ShardTask, shard_tasks, with_records
-from steelseg_hpc.data.sources import ImageRecord, discover, load_pair
+from steelseg_hpc.data.sources import ImageRecord, data_bit_depth, discover, load_pair, load_raw_pair, to_uint8
 from steelseg_hpc.data.spec import SPLITS, LoadedSpec
-from steelseg_hpc.data.store import FORMAT_VERSION, package_versions
+from steelseg_hpc.data.store import FILES_ATTR, FORMAT_VERSION, check_files, file_manifest, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,36 @@ class ImageCheck:
     height: int
     width: int
     digest: str
+    bit_depth: int = 8
+    colour: bool = False
 
 
 def check_image(record: ImageRecord, loaded: LoadedSpec) -> ImageCheck:
     """Read one image/mask pair fully and check it can be tiled (runs on a worker)."""
-    image, mask = load_pair(record, loaded)
+    raw, mask, colour = load_raw_pair(record, loaded)
+    if loaded.spec.image_bit_depth is not None:
+        to_uint8(raw, loaded.spec.image_bit_depth, record.image_path)  # refuse a bad scaling now
     tile = loaded.spec.tiling.tile_size
-    height, width = image.shape
+    height, width = raw.shape
     if height < tile or width < tile:
         raise DataError(
             f"{record.image_path}: image is {width}x{height} px (after cropping), smaller than a {tile} px tile"
         )
-    digest = hashlib.blake2b(image.tobytes() + mask.tobytes(), digest_size=8).hexdigest()
-    return ImageCheck(record.key, height, width, digest)
+    digest = hashlib.blake2b(raw.tobytes() + mask.tobytes(), digest_size=8).hexdigest()
+    return ImageCheck(record.key, height, width, digest, data_bit_depth(raw), colour)
+
+
+def dataset_bit_depth(loaded: LoadedSpec, checks: list[ImageCheck]) -> int:
+    """One scaling for every image: the spec's bit depth, else the most any image uses (a dark
+    image of a 12-bit dataset is not brightened as if it were 8-bit)."""
+    return loaded.spec.image_bit_depth or max(check.bit_depth for check in checks)
+
+
+def _warn_about_colour(checks: list[ImageCheck]) -> None:
+    coloured = [check.key for check in checks if check.colour]
+    if coloured:
+        log.warning("%d image(s) have colour content (e.g. %s): converted to grey with ITU-R 601 luma "
+                    "weights; the models see one grey channel", len(coloured), coloured[0])
 
 
 def write_shard(task: ShardTask, loaded: LoadedSpec, partial: str) -> tuple[str, int, float]:
@@ -163,6 +181,7 @@ def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict,
             "seed": spec.seed,
             "spec": spec.model_dump(mode="json"),
             "versions": package_versions(),
+            "image_bit_depth": loaded.image_bit_depth,
             "complete": False,
         }
     )
@@ -170,7 +189,8 @@ def _create_layout(path: Path, loaded: LoadedSpec, plan: TilePlan, shapes: dict,
         group = root.create_group(split)
         create_tile_arrays(group, len(jobs), tile, shard_sizes[split])
         group.attrs.update({"tiles_per_shard": shard_sizes[split],
-                            "provenance": [job.provenance() for job in jobs]})
+                            "provenance": [{**job.provenance(), "source_bit_depth": loaded.image_bit_depth}
+                                           for job in jobs]})
     for split, records in plan.whole.items():
         group = root.require_group(split)
         group.create_array("whole_done", shape=(len(records),), chunks=(1,), dtype="uint8", fill_value=0)
@@ -241,6 +261,8 @@ def prepare(
         raise DataError(f"{loaded.path}: the split assigns no images")
     with contextlib.nullcontext(runner) if runner is not None else TaskRunner(workers, dask_cluster, profile) as runner:
         checks = list(runner.map(check_image, [(r, loaded) for r in records]))
+        _warn_about_colour(checks)
+        loaded = dataclasses.replace(loaded, image_bit_depth=dataset_bit_depth(loaded, checks))
         shapes = {c.key: (c.height, c.width) for c in checks}
         plan = build_plan(loaded.spec, records, shapes)
         per_shard = shard_tiles or tiles_per_shard(loaded.spec.tiling.tile_size)
@@ -258,7 +280,7 @@ def prepare(
                 f"{out} is a store of format {final_format} but this steelseg-hpc writes format "
                 f"{FORMAT_VERSION}; re-run prep with --force to rebuild it"
             )
-        if final_hash == spec_hash and not outdated:
+        if final_hash == spec_hash and not outdated and _intact(out, force):
             summary.up_to_date = True
             _fill_sizes(summary, out)
             summary.wall_seconds = time.perf_counter() - started
@@ -290,6 +312,17 @@ def prepare(
     return summary
 
 
+def _intact(out: Path, force: bool) -> bool:
+    """Whether the finished store's files are all there; a damaged one is rebuilt only with --force."""
+    try:
+        check_files(out, dict(zarr.open_group(str(out), mode="r").attrs))
+    except DataError:
+        if not force:
+            raise
+        return False
+    return True
+
+
 def _finish(partial: Path, out: Path, plan: TilePlan) -> None:
     root = zarr.open_group(str(partial), mode="r+")
     for split in plan.tiles:
@@ -298,7 +331,7 @@ def _finish(partial: Path, out: Path, plan: TilePlan) -> None:
     for split in plan.whole:
         if not np.all(root[split]["whole_done"][...]):
             raise DataError(f"{partial}: whole images of '{split}' are missing after prep; rerun to finish")
-    root.attrs["complete"] = True
+    root.attrs.update({FILES_ATTR: file_manifest(partial), "complete": True})
     if out.exists():
         trash = out.with_name(out.name + ".old")
         shutil.rmtree(trash, ignore_errors=True)

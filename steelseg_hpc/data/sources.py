@@ -47,6 +47,11 @@ def discover(loaded: LoadedSpec) -> list[ImageRecord]:
         if not paths:
             raise DataError(f"group '{group.name}': no files match '{group.images}' in {raw}")
         for path in paths:
+            try:
+                path.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{ascii(str(path))}: the file name is not valid UTF-8; rename the file "
+                                "(store provenance and logs are UTF-8)") from None
             if path in owner:
                 raise DataError(f"{path} matches both group '{owner[path]}' and '{group.name}'")
             owner[path] = group.name
@@ -144,21 +149,69 @@ def _from_folds(loaded: LoadedSpec, groups_by_key: dict[str, str]) -> dict[str, 
     return result
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read a micrograph as uint8 [H, W]; grey content in an RGB container becomes one channel."""
+def read_raw_image(path: Path) -> tuple[np.ndarray, bool]:
+    """A micrograph as one grey channel, uint8 or uint16 as stored, and whether it had colour.
+
+    Grey content in an RGB container (MetalDAM's JPEGs) becomes one channel as is; an image whose
+    colour channels differ is converted with ITU-R 601 luma weights, and reported as colour.
+    """
     array = _read_array(path, what="image")
+    colour = False
     if array.ndim == 3:
-        if array.shape[2] == 4:
-            array = array[..., :3]
-        if array.shape[2] == 3:
-            array = np.asarray(Image.fromarray(array).convert("L"))
+        channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]
+        colour = channels.shape[2] == 3 and not (np.array_equal(channels[..., 0], channels[..., 1])
+                                                 and np.array_equal(channels[..., 0], channels[..., 2]))
+        if colour and channels.dtype == np.uint8:
+            array = np.asarray(Image.fromarray(np.ascontiguousarray(channels)).convert("L"))
+        elif colour:
+            weights = np.array([0.299, 0.587, 0.114])
+            array = np.rint(channels.astype(np.float64) @ weights).astype(channels.dtype)
         else:
-            array = array[..., 0]
-    if array.dtype == np.uint16:
-        array = (array // 257).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        raise DataError(f"{path}: image dtype {array.dtype} not supported (expected 8- or 16-bit)")
-    return np.ascontiguousarray(array)
+            array = channels[..., 0]
+    if array.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{path}: image dtype {array.dtype} not supported (expected 8- or 16-bit integers)")
+    return np.ascontiguousarray(array), colour
+
+
+def data_bit_depth(raw: np.ndarray) -> int:
+    """The bits the data use: 8 for 8-bit files; for 16-bit files the fewest that hold the
+    largest value, rounded up to an even count (detectors write 10, 12, 14 or 16 bits).
+
+    Example:
+        >>> data_bit_depth(np.array([[0, 4095]], dtype=np.uint16)), data_bit_depth(np.array([[3]], np.uint16))
+        (12, 8)
+    """
+    if raw.dtype == np.uint8:
+        return 8
+    bits = max(8, int(raw.max()).bit_length())
+    return bits + bits % 2
+
+
+def to_uint8(raw: np.ndarray, bit_depth: int, path: Path) -> np.ndarray:
+    """Scale ``raw`` from ``bit_depth`` bits to 0..255 (12-bit data in a 16-bit file fill 0..255).
+
+    Raises:
+        DataError: values above ``bit_depth`` bits, or a scaling that would leave only a handful
+            of grey levels of an image that has many (a bit depth far too high for the data).
+    """
+    if raw.dtype == np.uint8:
+        return raw
+    top = (1 << bit_depth) - 1
+    if int(raw.max()) > top:
+        raise DataError(f"{path}: values up to {int(raw.max())} do not fit image_bit_depth = {bit_depth}")
+    scaled = ((raw.astype(np.uint32) * 255 + top // 2) // top).astype(np.uint8)
+    levels_in, levels_out = len(np.unique(raw)), len(np.unique(scaled))
+    if levels_in > 256 and levels_out < 32:
+        raise DataError(f"{path}: scaling {bit_depth}-bit data to 8 bits leaves {levels_out} grey levels of "
+                        f"{levels_in} (largest value {int(raw.max())}); set image_bit_depth in the spec to the "
+                        "detector's real bit depth")
+    return scaled
+
+
+def read_image(path: Path, bit_depth: int | None = None) -> np.ndarray:
+    """Read a micrograph as uint8 [H, W], 16-bit data scaled by ``bit_depth`` (default: its own)."""
+    raw, _ = read_raw_image(path)
+    return to_uint8(raw, bit_depth or data_bit_depth(raw), path)
 
 
 def read_mask(path: Path, class_map: ClassMap) -> np.ndarray:
@@ -200,11 +253,15 @@ def read_mask(path: Path, class_map: ClassMap) -> np.ndarray:
     return encoded
 
 
-def load_pair(record: ImageRecord, loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image and its mask, crop the info band if the spec says so, and check sizes."""
+def load_raw_pair(record: ImageRecord, loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The raw image (uint8 or uint16), its mask as class indices, and whether the image had
+    colour; the info band cropped if the spec says so, sizes checked."""
+    if record.mask_path.is_dir():
+        raise DataError(f"{record.image_path}: its mask path {record.mask_path} is a folder; mask.path = "
+                        f"'{loaded.spec.mask.path}' must name a file, e.g. 'masks/{{group}}/{{stem}}.png'")
     if not record.mask_path.is_file():
         raise DataError(f"{record.image_path}: mask not found, expected {record.mask_path}")
-    image = read_image(record.image_path)
+    image, colour = read_raw_image(record.image_path)
     mask = read_mask(record.mask_path, loaded.spec.classes)
     if image.shape != mask.shape:
         mh, mw = mask.shape
@@ -216,7 +273,13 @@ def load_pair(record: ImageRecord, loaded: LoadedSpec) -> tuple[np.ndarray, np.n
             raise DataError(
                 f"{record.image_path}: image is {iw}x{ih} but mask {record.mask_path.name} is {mw}x{mh}{hint}"
             )
-    return np.ascontiguousarray(image), mask
+    return np.ascontiguousarray(image), mask, colour
+
+
+def load_pair(record: ImageRecord, loaded: LoadedSpec) -> tuple[np.ndarray, np.ndarray]:
+    """An image as uint8 (16-bit data scaled by the dataset's bit depth) and its mask."""
+    raw, mask, _ = load_raw_pair(record, loaded)
+    return to_uint8(raw, loaded.image_bit_depth or data_bit_depth(raw), record.image_path), mask
 
 
 def _read_array(path: Path, what: str) -> np.ndarray:

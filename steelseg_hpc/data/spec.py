@@ -214,6 +214,9 @@ class DatasetSpec(StrictModel):
     tiling: TilingSpec = TilingSpec()
     augment: AugmentSpec = AugmentSpec()
     whole_image_splits: list[Literal["train", "val", "test"]] = ["val", "test"]
+    image_bit_depth: int | None = Field(
+        None, ge=8, le=16, description="bits a 16-bit image's data use (12 for a 12-bit detector); "
+        "default: the most any image of the dataset uses")
 
     @model_validator(mode="after")
     def _group_names(self):
@@ -242,6 +245,8 @@ class LoadedSpec:
     spec: DatasetSpec
     path: Path
     raw_dir: Path
+    #: The bit depth 16-bit images are scaled from (the spec's, or the most any image uses).
+    image_bit_depth: int | None = None
 
 
 def load_spec(

@@ -82,6 +82,8 @@ def open_store(path: str | Path, require_complete: bool = True) -> StoreInfo:
                         f"re-run `steelseg-hpc prep SPEC --out {path} --force`")
     if require_complete and not attrs.get("complete", False):
         raise DataError(f"{path}: store is incomplete; rerun the same `steelseg-hpc prep` command to finish it")
+    if require_complete:
+        check_files(path, attrs)
     splits, whole = {}, {}
     for name in SPLITS:
         if name in root:
@@ -98,6 +100,52 @@ def open_store(path: str | Path, require_complete: bool = True) -> StoreInfo:
         whole_images=whole,
         complete=bool(attrs.get("complete", False)),
     )
+
+
+#: Store attribute listing every data file of a finished store with its size (``zarr.json`` aside).
+FILES_ATTR = "files"
+
+
+def file_manifest(path: Path) -> dict[str, int]:
+    """Every data file under a store (shard, chunk and flag files) with its size in bytes."""
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(Path(path).rglob("*"))
+            if f.is_file() and f.name != "zarr.json"}
+
+
+def _what(path: Path, relative: str) -> str:
+    """What a data file holds, in the user's words: a split's tiles, a whole image, a flag."""
+    parts = relative.split("/")
+    split = parts[0]
+    if len(parts) >= 4 and parts[1] in ("images", "masks") and parts[2] == "c":
+        per_shard = int(zarr.open_group(str(path), path=split, mode="r").attrs.get("tiles_per_shard", 1))
+        first = int(parts[3]) * per_shard
+        return f"tiles {first}-{first + per_shard - 1} of split '{split}' ({parts[1]})"
+    if len(parts) >= 3 and parts[1] == "whole":
+        return f"whole image {int(parts[2])} of split '{split}'"
+    return f"part of split '{split}'"
+
+
+def check_files(path: Path, attrs: dict) -> None:
+    """Refuse a store whose data files are missing or cut short since prep finished.
+
+    Zarr reads a missing chunk as zeros, so a deleted shard would train on black tiles with an
+    all-class-0 mask without a word. Prep records every file's size; a file that is gone or has
+    another size is a damaged store, named with the split and tiles it held.
+
+    Raises:
+        DataError: naming the first damaged file and what it held.
+    """
+    recorded = attrs.get(FILES_ATTR)
+    if recorded is None:
+        return  # written before stores recorded their files
+    found = file_manifest(path)
+    damaged = [(name, size) for name, size in recorded.items() if found.get(name) != size]
+    if not damaged:
+        return
+    name, size = damaged[0]
+    why = "missing" if name not in found else f"{found[name]} bytes, {size} written (cut short?)"
+    raise DataError(f"{path} is damaged: {len(damaged)} file(s) missing or changed since prep, e.g. {name} "
+                    f"({why}), which holds {_what(path, name)}; re-run `steelseg-hpc prep SPEC --out {path} --force`")
 
 
 def store_identity(info: StoreInfo) -> dict:

@@ -122,6 +122,7 @@ def make_synthetic_dataset(
     tile_size: int | None = None,
     stride: int | None = None,
     copies: int = 1,
+    force: bool = False,
 ) -> Path:
     """Write images, RGB masks and a matching ``spec.toml`` into ``out``; return the spec path.
 
@@ -129,6 +130,11 @@ def make_synthetic_dataset(
         groups: images per group (the lab: 6, 10, 8).
         size: (width, height) of every image.
         tile_size: defaults to 800, or the image's short side if that is smaller.
+        force: write into a non-empty folder that synth did not make (its files of the same
+            names are replaced).
+
+    Raises:
+        ConfigError: ``out`` is a file, or a non-empty folder synth did not make, without ``force``.
     """
     width, height = size
     if width < 16 or height < 16:
@@ -136,6 +142,7 @@ def make_synthetic_dataset(
     counts = _default_counts(groups)
     tile = tile_size or min(800, width, height)
     out = Path(out)
+    _refuse_foreign_folder(out, force)
     for g, n_images in enumerate(groups, start=1):
         for i in range(n_images):
             image, labels = synth_micrograph(height, width, seed=seed * 1_000_003 + g * 1009 + i)
@@ -162,9 +169,27 @@ def make_synthetic_dataset(
         "augment": {"copies": copies},
     }
     spec_path = out / "spec.toml"
-    header = "# Written by `steelseg-hpc synth`; describes the synthetic dataset beside it.\n"
-    atomic_write_text(spec_path, header + _toml_with_arrays_of_tables(spec))
+    atomic_write_text(spec_path, _HEADER + _toml_with_arrays_of_tables(spec))
     return spec_path
+
+
+_HEADER = "# Written by `steelseg-hpc synth`; describes the synthetic dataset beside it.\n"
+
+
+def _refuse_foreign_folder(out: Path, force: bool) -> None:
+    """Never overwrite a user's files: a non-empty folder must be one synth made (its spec.toml)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a new or empty folder")
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    spec = out / "spec.toml"
+    try:
+        ours = spec.read_text(encoding="utf-8").startswith(_HEADER)
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise ConfigError(f"--out {out} is not empty and was not made by synth; its files could be replaced: "
+                          "choose a new folder, or pass --force to write into it")
 
 
 def _toml_with_arrays_of_tables(spec: dict) -> str:

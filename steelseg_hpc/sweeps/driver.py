@@ -44,7 +44,7 @@ from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.space import SearchSpace
-from steelseg_hpc.sweeps.study import open_storage, open_study, storage_url
+from steelseg_hpc.sweeps.study import is_rdb, open_storage, open_study, storage_url
 from steelseg_hpc.training.run_lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,10 @@ class SweepDriver:
         check_store(self.spec.store)
         self.space.validate(source)
         check_profile(self.profile)
-        open_storage(self.storage_url)
+        if is_rdb(self.storage_url):
+            open_storage(self.storage_url)  # reachable now, not after the first trial
+        elif Path(self.storage_url).is_dir():
+            raise ConfigError(f"--storage {self.storage_url}: is a folder; expected a journal file or an RDB URL")
 
     def plan(self) -> list[dict[str, Any]]:
         """What ``--dry-run`` prints: every trial slot's values and, when nothing is drawn at

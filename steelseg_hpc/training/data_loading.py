@@ -97,6 +97,27 @@ def _loader_options(config: RunConfig, rank: int) -> dict:
     return options
 
 
+def batches_of(loader: DataLoader):
+    """Iterate ``loader``; a data error in a loader worker is raised as its own one line.
+
+    DataLoader re-raises a worker's exception with the worker's traceback pasted into the
+    message, which would reach the user as a page instead of the line that names the file.
+    """
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except DataError as exc:
+            text = str(exc)
+            if text.startswith("Caught ") and "Original Traceback" in text:
+                last = text.strip().splitlines()[-1]
+                text = last.split(": ", 1)[1] if ": " in last else last
+            raise DataError(text) from None
+        yield batch
+
+
 def check_splits(store: StoreInfo, config: RunConfig) -> None:
     """The run's train and val splits must be tile splits of the store; val must not be train.
 

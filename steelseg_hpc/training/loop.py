@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from steelseg_hpc.core.errors import TrainingError
-from steelseg_hpc.training.data_loading import Loaders
+from steelseg_hpc.training.data_loading import Loaders, batches_of
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped, capture_rng, restore_rng
 from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm
 from steelseg_hpc.training.preemption import StopRequest
@@ -114,7 +114,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                          completed=micro_steps // accumulation)
     tiles_per_step = engine.train_micro_batch_size_per_gpu() * accumulation * world_size
     start = time.perf_counter()
-    batches = iter(loaders.train)
+    batches = batches_of(loaders.train)
     try:
         while micro_steps < loaders.micro_batches_per_epoch:
             # Between optimiser steps nothing is half-accumulated, so this is where a stop loses
@@ -180,7 +180,7 @@ def validate(engine, loaders: Loaders, metrics, device: torch.device) -> dict[st
     engine.eval()
     metrics.reset()
     loss_sum, tiles = 0.0, 0
-    for batch in loaders.val:
+    for batch in batches_of(loaders.val):
         images, masks = _to_device(batch, device)
         loss, logits = engine(images, masks)
         loss_sum += float(loss) * images.shape[0]

@@ -122,9 +122,9 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted(unet_run, tiny_store,
     args = CLI + ["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET]
     process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    metrics = run_dir / "metrics.jsonl"
-    # The first metrics line is written after the epoch-1 checkpoint: kill during epoch 2.
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    latest = run_dir / "checkpoints" / "latest"
+    # The epoch-1 checkpoint is in place (after its metrics line): kill during epoch 2.
+    while not latest.exists():
         assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 1"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)

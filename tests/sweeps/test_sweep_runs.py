@@ -1,0 +1,286 @@
+"""Sweeps end to end with real jobs: local executor and the real local SLURM, journal and MariaDB.
+
+Every trial is a real training job (tiny SAM or tiny U-Net on the tiny store); nothing is mocked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+from PIL import Image
+
+from steelseg_hpc.cli import main
+from steelseg_hpc.core.rundir import read_final, read_metrics
+from steelseg_hpc.launch import ExperimentIndex
+from steelseg_hpc.sweeps.study import open_storage
+from tests.launch.conftest import sacct_states
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / "launch" / "local.toml"
+LOCAL_CLUSTER = REPO / "launch" / "local-cluster.toml"
+TINY = ['"epochs=2"', '"data.num_workers=0"', '"data.max_train_tiles=8"', '"micro_batch=2"',
+        '"grad_accumulation=2"', '"progress=false"', '"precision=\\"fp32\\""', '"data.pin_memory=false"']
+
+pytestmark = pytest.mark.slow
+
+
+def write_sweep(folder: Path, name: str, store: Path, arch: str, space: str, extra: str = "",
+                overrides: tuple[str, ...] = (), profile: Path = LOCAL) -> Path:
+    lines = [f'name = "{name}"', f'store = "{store}"', f'profile = "{profile}"', f'runs_root = "{folder}"',
+             "parallel = 2", extra, "[base]", f'arch = "{arch}"', f"overrides = [{', '.join([*TINY, *overrides])}]",
+             space]
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+SAM = ('"model.variant=\\"tiny\\""', '"model.prompt=\\"none\\""')
+RANKS = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [0, 4, 8, 16]\n"
+
+
+def study_of(name: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def sweep(*args, index: Path) -> object:
+    result = CliRunner().invoke(main, ["sweep", *map(str, args)], env={"STEELSEG_INDEX": str(index)},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def rank_sweep(tiny_store, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rank-sweep")
+    index = folder / "index.sqlite"
+    path = write_sweep(folder, "rank", tiny_store, "sam-lora", RANKS, overrides=SAM)
+    first = sweep(path, index=index)
+    return {"path": path, "folder": folder, "index": index, "storage": str(folder / "rank" / "study.journal"),
+            "output": first.output}
+
+
+def test_a_lora_rank_sweep_completes_with_its_user_attributes(rank_sweep):
+    study = study_of("rank", rank_sweep["storage"])
+    trials = study.get_trials()
+    assert sorted(t.params["rank"] for t in trials) == [0, 4, 8, 16]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert Path(attrs["run_dir"]).is_dir() and attrs["job_id"].isdigit()
+        assert attrs["trainable_params"] > 0 and attrs["peak_memory_mb"] > 0 and attrs["seconds_per_epoch"] > 0
+        assert attrs["gpu_hours"] > 0 and attrs["epochs_done"] == 2 and attrs["stop_reason"] == "completed"
+        assert len(attrs["noise_scale_b_simple"]) == 2
+        assert trial.value == max(row.val_dice for row in read_metrics(attrs["run_dir"]))
+    full = next(t for t in trials if t.params["rank"] == 0).user_attrs["trainable_params"]
+    assert all(t.user_attrs["trainable_params"] < full for t in trials if t.params["rank"] > 0)
+    assert "done sweep rank: 4 complete" in rank_sweep["output"]
+
+
+def test_rerunning_a_sweep_continues_its_study_without_duplicates(rank_sweep):
+    sweep(rank_sweep["path"], index=rank_sweep["index"])
+    assert len(study_of("rank", rank_sweep["storage"]).get_trials()) == 4
+    assert len(ExperimentIndex(rank_sweep["index"]).jobs("rank", latest_only=False)) == 4
+
+
+def test_status_lists_the_sweep_and_report_writes_plots(rank_sweep, tmp_path):
+    env = {"STEELSEG_INDEX": str(rank_sweep["index"])}
+    status = CliRunner().invoke(main, ["status", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    (entry,) = json.loads(status.output)["sweeps"]
+    assert entry["name"] == "rank" and entry["trials"] == {"COMPLETE": 4} and entry["best_value"] > 0
+    table = CliRunner().invoke(main, ["status"], env=env)
+    assert "sweeps" in table.output and "4 complete" in table.output
+    report = CliRunner().invoke(main, ["sweep", "report", "rank", "--out", str(tmp_path), "--json"], env=env)
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.output)
+    assert summary["kind"] == "lora-rank" and [r["rank"] for r in summary["ranks"]] == [0, 4, 8, 16]
+    assert json.loads((tmp_path / "summary.json").read_text())["sweep"] == "rank"
+    assert {Path(p).name for p in summary["plots"]} >= {"rank.png", "history.png"}
+    for plot in summary["plots"]:
+        with Image.open(plot) as image:
+            image.load()
+            assert image.size[0] > 200
+
+
+def test_the_dashboard_serves_the_study_on_loopback(rank_sweep):
+    from steelseg_hpc.training.distributed import free_port
+
+    port = free_port()
+    env = dict(os.environ, STEELSEG_INDEX=str(rank_sweep["index"]))
+    process = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "dashboard", "rank", "--port", str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as answer:
+                    studies = json.loads(answer.read())
+                break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, process.stdout.read()
+                time.sleep(0.5)
+        assert "rank" in json.dumps(studies)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+BAD_LR = ("[pruner]\nkind = \"median\"\nstartup_trials = 1\nwarmup_epochs = 2\n"
+          "[space.lr]\nkey = \"optimizer.lr\"\nvalues = [0.01, 1e-9]\n")
+
+
+def test_a_bad_trial_is_pruned_its_job_stops_early_and_is_not_requeued(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    path = write_sweep(tmp_path, "prune", tiny_store, "unet3plus", BAD_LR, extra="",
+                       overrides=('"model.base_channels=4"', '"epochs=6"', '"schedule.warmup_epochs=0"'))
+    sweep(path, "--parallel", "1", index=index)
+    trials = {t.params["lr"]: t for t in study_of("prune", str(tmp_path / "prune" / "study.journal")).get_trials()}
+    good, bad = trials[0.01], trials[1e-9]
+    assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED
+    assert len(read_metrics(bad.user_attrs["run_dir"])) < len(read_metrics(good.user_attrs["run_dir"])) == 6
+    assert read_final(bad.user_attrs["run_dir"]).stopped == "stop-request"
+    row = ExperimentIndex(index).find_job(bad.user_attrs["job_id"])
+    stdout = Path(row.stdout).read_text()
+    assert stdout.count("unet3plus seed 0 ->") == 1  # one start: not requeued
+
+
+def test_a_batch_lr_sweep_draws_learning_rates_per_batch_size(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = ("[sampler]\nkind = \"random\"\n[pruner]\nkind = \"none\"\n"
+             "[space.batch]\nkey = \"global_batch\"\nvalues = [2, 4]\nstratify = true\n"
+             "[space.lr]\nkey = \"optimizer.lr\"\nlow = 0.001\nhigh = 0.03\nlog = true\n")
+    path = write_sweep(tmp_path, "batch", tiny_store, "unet3plus", space, extra="trials = 4\nmax_micro_batch = 2",
+                       overrides=('"model.base_channels=4"', '"model.norm=\\"group\\""'))
+    sweep(path, index=index)
+    trials = study_of("batch", str(tmp_path / "batch" / "study.journal")).get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.params["batch"] for t in trials) == [2, 2, 4, 4]
+    assert len({t.params["lr"] for t in trials}) == 4
+    for trial in trials:
+        rows = read_metrics(trial.user_attrs["run_dir"])
+        assert rows[0].global_batch == trial.params["batch"]
+    report = CliRunner().invoke(main, ["sweep", "report", "batch", "--json"], env={"STEELSEG_INDEX": str(index)})
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.output)
+    assert summary["kind"] == "batch-lr" and "b_crit" in summary and set(summary["b_simple"]) == {"2", "4"}
+    assert any("Normalisation used: group" in answer for answer in summary["answers"])
+
+
+def test_killing_the_driver_and_rerunning_reattaches_to_its_jobs(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    path = write_sweep(tmp_path, "reattach", tiny_store, "sam-lora", RANKS, overrides=(*SAM, '"epochs=3"'))
+    env = dict(os.environ, STEELSEG_INDEX=str(index))
+    driver = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "sweep", str(path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (index.exists() and ExperimentIndex(index).is_experiment("reattach")
+               and ExperimentIndex(index).jobs("reattach")):
+        assert driver.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    sweep(path, index=index)
+    trials = study_of("reattach", str(tmp_path / "reattach" / "study.journal")).get_trials()
+    assert sorted(t.params["rank"] for t in trials) == [0, 4, 8, 16]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    jobs = ExperimentIndex(index).jobs("reattach", latest_only=False)
+    assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4  # no job twice, no orphan
+
+
+def test_bad_sweep_input_is_one_line_and_queues_nothing(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    env = {"STEELSEG_INDEX": str(index)}
+    unknown = CliRunner().invoke(main, ["sweep", "no-such-sweep"], env=env)
+    assert unknown.exit_code == 2 and "unknown sweep 'no-such-sweep'" in unknown.output
+    assert "lora-rank" in unknown.output  # the known ones are listed
+    path = write_sweep(tmp_path, "bad", tiny_store, "sam-lora", RANKS, overrides=SAM)
+    storage = CliRunner().invoke(main, ["sweep", str(path), "--storage", "mysql+pymysql://u:secret@127.0.0.1:9/x"],
+                                 env=env)
+    assert storage.exit_code == 2 and "cannot be reached" in storage.output and "secret" not in storage.output
+    for bad in (["--set", "model.rank=-3"], ["--store", str(tmp_path / "missing.zarr")]):
+        result = CliRunner().invoke(main, ["sweep", str(path), *bad], env=env)
+        assert result.exit_code == 2, (bad, result.output)
+    assert not index.exists() or not ExperimentIndex(index).jobs()
+
+
+@pytest.mark.slurm
+def test_on_slurm_trials_run_side_by_side_and_a_killed_job_is_retried(slurm_cluster, tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "onslurm", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=6"'),
+                       profile=LOCAL_CLUSTER)
+    env = dict(os.environ, STEELSEG_INDEX=str(index))
+    driver = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "sweep", str(path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not (index.exists() and ExperimentIndex(index).is_experiment("onslurm")
+               and len(ExperimentIndex(index).jobs("onslurm")) == 2):
+        assert driver.poll() is None and time.time() < deadline
+        time.sleep(0.3)
+    first = ExperimentIndex(index).jobs("onslurm")[0]
+    while not read_metrics(first.run_dir):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    subprocess.run(["scancel", first.job_id], check=True)
+    output, _ = driver.communicate(timeout=400)
+    assert driver.returncode == 0, output
+    trials = study_of("onslurm", str(tmp_path / "onslurm" / "study.journal")).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "CANCELLED" in failed[0].user_attrs["fail_reason"]
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == failed[0].number)
+    assert retry.state == TrialState.COMPLETE and retry.params == failed[0].params
+    assert sorted(t.params["rank"] for t in trials if t.state == TrialState.COMPLETE) == [4, 8]
+    jobs = ExperimentIndex(index).jobs("onslurm", latest_only=False)
+    spans = [_span(job.job_id) for job in jobs]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])  # side by side
+    assert "CANCELLED" in sacct_states(first.job_id)[0]
+
+
+def _span(job_id: str) -> tuple[str, str]:
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "Start,End"], capture_output=True,
+                         text=True, check=True).stdout.split()[0]
+    start, end = out.split("|")
+    return start, end
+
+
+@pytest.mark.slurm
+def test_a_sweep_on_the_local_mariadb(slurm_cluster, tiny_store, tmp_path):
+    url_file = Path(os.environ.get("STEELSEG_SLURM_HOME", "/var/tmp/steelseg-slurm")) / "optuna-storage-url"
+    url = url_file.read_text().strip()
+    name = f"rdb{os.getpid()}"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, name, tiny_store, "sam-lora", space, overrides=SAM)
+    sweep(path, "--storage", url, index=tmp_path / "index.sqlite")
+    study = optuna.load_study(study_name=name, storage=url)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+    assert not (tmp_path / name / "study.journal").exists()
+    optuna.delete_study(study_name=name, storage=url)
+
+
+def test_dry_run_prints_the_trials_and_detach_runs_the_driver_as_a_job(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "detached", tiny_store, "sam-lora", space, overrides=SAM)
+    dry = sweep(path, "--dry-run", index=index)
+    assert "model.rank=4 seed=0" in dry.output and "model.rank=8 seed=0" in dry.output
+    assert "nothing was submitted" in dry.output and not (tmp_path / "detached").exists()
+    detached = sweep(path, "--detach", index=index)
+    assert "driver submitted as job" in detached.output
+    deadline = time.time() + 240
+    storage = str(tmp_path / "detached" / "study.journal")
+    while True:
+        trials = study_of("detached", storage).get_trials() if Path(storage).exists() else []
+        if len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials):
+            break
+        assert time.time() < deadline, [t.state for t in trials]
+        time.sleep(1)

@@ -28,6 +28,7 @@ COMMAND_MODULES = {
     "train": "train", "evaluate": "train", "export": "train",
     "launch": "launch", "status": "launch", "logs": "launch", "cancel": "launch",
     "sweep": "sweep", "dashboard": "sweep",
+    "report": "report",
     "demo": "demo",
 }
 

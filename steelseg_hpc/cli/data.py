@@ -12,13 +12,13 @@ from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.core.errors import ConfigError
 
 
-def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+def parse_int_list(text: str, option: str, allow_zero: bool = False) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise ConfigError(f"{option}: expected comma-separated integers like 6,10,8, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise ConfigError(f"{option}: every value must be positive, got {text!r}")
+    if not values or min(values) < (0 if allow_zero else 1):
+        raise ConfigError(f"{option}: every value must be {'>= 0' if allow_zero else 'positive'}, got {text!r}")
     return values
 
 

@@ -1,41 +1,66 @@
-"""``demo``: the main job on embedded defaults, on this machine: data → store → train → evaluate."""
+"""``demo``: the whole journey on embedded defaults, on this machine; ``--quick``: one model."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from steelseg_hpc import data, training
+from steelseg_hpc import demo as demo_stage
+from steelseg_hpc import launch, sweeps
 from steelseg_hpc.cli._app import console, main
-from steelseg_hpc.cli.data import parse_size, run_prep
+from steelseg_hpc.cli.data import parse_int_list, parse_size
+from steelseg_hpc.cli.launch import render_status, render_sweeps
 from steelseg_hpc.cli.train import render_evaluation
 
-# Small enough for a laptop CPU in a few minutes, large enough that the model visibly learns.
-DEMO_RUN_OVERRIDES = ["model.base_channels=8", "micro_batch=8", "grad_accumulation=2", "data.num_workers=0"]
+
+def _step(number: int, total: int, title: str) -> None:
+    console.rule(f"{number}/{total} {title}")
+
+
+def _echo(line: str) -> None:
+    console.print(line, highlight=False)
 
 
 @main.command()
 @click.option("--dir", "workdir", default="demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", type=click.Choice(["synthetic", "metaldam"]), default="synthetic", show_default=True,
+              help="metaldam: the real MetalDAM images (data_prep/metaldam.toml).")
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), help="Any dataset spec instead.")
+@click.option("--raw", type=click.Path(file_okay=False, path_type=Path), help="The raw folder of --spec or --dataset.")
+@click.option("--quick", is_flag=True, help="Only synth, prep, one model and its evaluation (about two minutes).")
 @click.option("--size", default="256x256", show_default=True, help="WIDTHxHEIGHT of the synthetic images.")
-@click.option("--tile-size", default=128, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Dask workers for prep.")
-@click.option("--arch", default="unet3plus", show_default=True, help="Architecture to train.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0), help="0 = prep only.")
-def demo(workdir: Path, size: str, tile_size: int, workers: int, arch: str, epochs: int) -> None:
-    """Synthetic SEM data → Zarr store → a short DeepSpeed training run → whole-image evaluation."""
-    steps = 2 if epochs == 0 else 4
-    console.rule(f"1/{steps} synthetic SEM dataset")
-    spec_path = data.make_synthetic_dataset(workdir / "raw", size=parse_size(size), tile_size=tile_size, seed=0)
-    console.print(f"raw images and spec: {spec_path}")
-    console.rule(f"2/{steps} prep → Zarr")
-    store = workdir / "store.zarr"
-    run_prep(spec_path, store, None, None, None, workers, "local", None, False)
-    if epochs == 0:
+@click.option("--tile-size", default=128, show_default=True, type=click.IntRange(16))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Dask workers for prep.")
+@click.option("--width", default=4, show_default=True, type=click.IntRange(1), help="base_channels of the CNNs.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0), help="Epochs per run (--quick: 0 = prep only).")
+@click.option("--max-train-tiles", default=96, show_default=True, type=click.IntRange(1), help="Training tiles per run.")
+@click.option("--sweep-ranks", default="0,4,16", show_default=True, help="LoRA ranks of the sweep.")
+@click.option("--arch", default="unet3plus", show_default=True, help="--quick: the architecture to train.")
+def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, epochs, max_train_tiles,
+         sweep_ranks, arch) -> None:
+    """The whole journey: data → Zarr store → the zoo of 7 models → evaluation → a sweep → report.
+
+    Runs on this machine with the local executor (so `steelseg-hpc status` shows the jobs) and
+    ends with the path of the report page. Run it again to resume: finished steps are skipped.
+    """
+    if quick:
+        result = demo_stage.quick_demo(workdir, size=parse_size(size), tile_size=tile_size, workers=workers,
+                                       arch=arch, epochs=epochs, echo=_echo, step=_step)
+        if "evaluation" in result:
+            render_evaluation(result["evaluation"], f"{arch} on the test images · {result['evaluation']['checkpoint']}")
         return
-    console.rule(f"3/{steps} train {arch} ({epochs} epochs, DeepSpeed)")
-    run_dir = workdir / "runs" / arch
-    summary = training.train(training.load_run_config(None, DEMO_RUN_OVERRIDES, arch=arch, store=store, epochs=epochs), run_dir)
-    console.print(f"best val Dice {summary.best_val_dice:.4f} at epoch {summary.best_epoch}; run directory {run_dir}")
-    console.rule(f"4/{steps} evaluate whole test images (sliding window)")
-    result = training.evaluate_run(run_dir, split="test")
-    render_evaluation(result, f"{arch} on the test images · {result['checkpoint']}")
+    index = launch.ExperimentIndex()
+    options = demo_stage.JourneyOptions(
+        folder=workdir, dataset=dataset, spec=spec, raw=raw, size=parse_size(size), tile_size=tile_size,
+        workers=workers, width=width, epochs=max(epochs, 1), max_train_tiles=max_train_tiles,
+        sweep_ranks=parse_int_list(sweep_ranks, "--sweep-ranks", allow_zero=True), index=index)
+
+    def show_status(experiment: str, sweep: str) -> None:
+        console.print(render_status(launch.collect_status(experiment, index)))
+        console.print(render_sweeps(sweeps.all_sweeps(index, sweep)))
+
+    result = demo_stage.Journey(options, step=_step, echo=_echo, show_status=show_status).run()
+    for sentence in result["answers"]:
+        console.print(f"• {sentence}", highlight=False)
+    console.print(f"[bold green]done[/] in {result['minutes']:.1f} min: the report is "
+                  f"{Path(result['report']).absolute()}", highlight=False)

@@ -152,7 +152,7 @@ def store_identity(info: StoreInfo) -> dict:
     """What identifies a store's content, wherever it lies: its absolute path, dataset, classes and
     ``spec_hash`` (prep's hash of the spec and of every raw image and mask it was made from)."""
     return {"path": str(Path(info.path).absolute()), "spec_hash": info.spec_hash, "dataset": info.dataset,
-            "num_classes": info.num_classes, "class_names": list(info.class_names)}
+            "num_classes": info.num_classes, "class_names": list(info.class_names), "tile_size": info.tile_size}
 
 
 def check_same_store(recorded: dict, found: StoreInfo, owner: str) -> None:

@@ -1,0 +1,187 @@
+"""What a report is made of: the runs it compares, grouped by architecture, with their figures.
+
+Runs come from experiments (their jobs' run directories, via the index) or from run directories
+given directly. Each run is read through the run-directory contract; its test evaluation is the
+whole-image sliding-window one (``evaluate``), run now where it is missing if asked, else reported
+missing. Runs of one architecture (several seeds) are pooled as mean ± sd.
+
+Example:
+    >>> runs = collect_runs(["smoke"], index=ExperimentIndex())  # doctest: +SKIP
+    >>> [group.arch for group in group_by_architecture(runs)]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from steelseg_hpc.core import rundir
+from steelseg_hpc.core.errors import SteelsegError
+from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
+from steelseg_hpc.launch import ExperimentIndex
+from steelseg_hpc.models import architecture, architectures, build_model
+from steelseg_hpc.sweeps.outcome import gpu_hours
+from steelseg_hpc.training import evaluate_run, load_saved_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRecord:
+    """One run directory and everything the report shows of it."""
+
+    path: Path
+    arch: str
+    seed: int | None
+    rows: list[MetricsRow]
+    final: FinalSummary | None
+    info: RunInfo | None
+    evaluation: dict[str, Any] | None
+    evaluation_note: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    tile_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def test(self, key: str) -> float | None:
+        overall = (self.evaluation or {}).get("overall") or {}
+        value = overall.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def minutes_per_epoch(self) -> float | None:
+        seconds = [row.epoch_seconds for row in self.rows if row.epoch_seconds is not None]
+        return fmean(seconds) / 60 if seconds else None
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        peaks = [row.peak_memory_mb for row in self.rows if row.peak_memory_mb is not None]
+        return max(peaks) if peaks else None
+
+    @property
+    def gpu_hours(self) -> float:
+        return gpu_hours(self.rows)
+
+
+def experiment_run_dirs(name: str, index: ExperimentIndex) -> list[Path]:
+    """The run directories of an experiment's jobs (the newest job of each)."""
+    return [Path(job.run_dir) for job in index.jobs(name)]
+
+
+def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> RunRecord:
+    """Read one run directory; evaluate it on ``split`` when that is missing and asked for."""
+    info = rundir.read_run_info(path)
+    arch, seed, options, tile = (info.arch if info else None), None, {}, None
+    try:
+        config = load_saved_config(rundir.RunFiles(path).config)
+        arch, seed, options = config.model.name, config.seed, config.model.options()
+    except SteelsegError:
+        pass
+    evaluation = rundir.read_evaluation(path, split) or rundir.read_evaluation(path, split, tta=True)
+    note = ""
+    if evaluation is None and evaluate_missing:
+        try:
+            evaluation = evaluate_run(path, split=split)
+            note = "evaluated for this report"
+        except SteelsegError as exc:
+            note = f"no {split} evaluation: {exc}"
+    elif evaluation is None:
+        note = f"no {split} evaluation (run `steelseg-hpc evaluate {path} --split {split}`)"
+    if info is not None and info.store:
+        tile = info.store.get("tile_size")
+    return RunRecord(path, arch or "?", seed, rundir.read_metrics(path), rundir.read_final(path), info,
+                     evaluation, note, options, tile)
+
+
+def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test",
+                 evaluate_missing: bool = True, sweeps: set[str] = frozenset()) -> list[RunRecord]:
+    """Every run named by ``targets`` (experiment names or run directories), sweeps left out."""
+    paths: list[Path] = []
+    for target in targets:
+        if target in sweeps:
+            continue
+        candidate = Path(target)
+        if candidate.is_dir() and rundir.RunFiles(candidate).config.exists():
+            paths.append(candidate)
+        elif candidate.is_dir():
+            paths += sorted(p for p in candidate.iterdir() if rundir.RunFiles(p).config.exists())
+        else:
+            paths += experiment_run_dirs(target, index)
+    return [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
+
+
+def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return fmean(values), (stdev(values) if len(values) > 1 else None)
+
+
+@dataclass
+class ArchitectureGroup:
+    """The runs of one architecture (one per seed) and their pooled figures."""
+
+    arch: str
+    runs: list[RunRecord]
+
+    def stat(self, getter) -> tuple[float | None, float | None]:
+        return _mean_sd([getter(run) for run in self.runs])
+
+    @property
+    def family(self) -> str:
+        return _registry_field(self.arch, "family", self.arch)
+
+    @property
+    def variant(self) -> str:
+        return _registry_field(self.arch, "variant", "")
+
+    @property
+    def vanilla(self) -> str | None:
+        return _registry_field(self.arch, "vanilla", None)
+
+    def per_class_iou(self) -> list[tuple[float | None, float | None]]:
+        lists = [(run.evaluation or {}).get("overall", {}).get("iou_per_class") or [] for run in self.runs]
+        width = max((len(values) for values in lists), default=0)
+        return [_mean_sd([values[i] for values in lists if i < len(values)]) for i in range(width)]
+
+    def params(self) -> int | None:
+        counts = [run.info.model.get("total_params") for run in self.runs if run.info]
+        return next((c for c in counts if c), None)
+
+
+def _registry_field(arch: str, name: str, default):
+    try:
+        return getattr(architecture(arch), name)
+    except SteelsegError:
+        return default
+
+
+def group_by_architecture(runs: list[RunRecord]) -> list[ArchitectureGroup]:
+    """Runs pooled per architecture, in the registry's order (the lab's comparison order)."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.arch, []).append(run)
+    order = {arch.name: i for i, arch in enumerate(architectures())}
+    return [ArchitectureGroup(arch, runs) for arch, runs in sorted(groups.items(), key=lambda kv: order.get(kv[0], 99))]
+
+
+def gflops_per_tile(arch: str, options: dict[str, Any], tile: int, num_classes: int) -> float | None:
+    """Forward GFLOPs of one tile, counted on the meta device (no memory, no compute)."""
+    options = {k: v for k, v in options.items() if k != _registry_field(arch, "base_option", None)}
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, in_channels=1, num_classes=num_classes, **options).eval()
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                model(torch.zeros(1, 1, tile, tile))
+        return counter.get_total_flops() / 1e9
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run on meta has no figure, not a failure
+        log.info("no GFLOPs for %s: %s", arch, exc)
+        return None

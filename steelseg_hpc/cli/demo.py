@@ -9,7 +9,7 @@ from steelseg_hpc import demo as demo_stage
 from steelseg_hpc import launch, sweeps
 from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.cli.data import parse_int_list, parse_size
-from steelseg_hpc.cli.launch import render_status, render_sweeps
+from steelseg_hpc.cli.launch import render_status, render_sweeps, wide_console
 from steelseg_hpc.cli.train import render_evaluation
 
 
@@ -56,8 +56,9 @@ def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, ep
         sweep_ranks=parse_int_list(sweep_ranks, "--sweep-ranks", allow_zero=True), index=index)
 
     def show_status(experiment: str, sweep: str) -> None:
-        console.print(render_status(launch.collect_status(experiment, index)))
-        console.print(render_sweeps(sweeps.all_sweeps(index, sweep)))
+        out = console if console.is_terminal else wide_console()
+        out.print(render_status(launch.collect_status(experiment, index)))
+        out.print(render_sweeps(sweeps.all_sweeps(index, sweep)))
 
     result = demo_stage.Journey(options, step=_step, echo=_echo, show_status=show_status).run()
     for sentence in result["answers"]:

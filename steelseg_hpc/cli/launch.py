@@ -71,7 +71,7 @@ def status(experiment, watch, as_json, interval, index_path) -> None:
         click.echo(json.dumps({"jobs": [row.to_dict() for row in rows],
                                "sweeps": [row.to_dict() for row in sweep_rows]}, indent=2))
     else:
-        out = console if console.is_terminal else _wide_console()
+        out = console if console.is_terminal else wide_console()
         out.print(render_status(rows))
         if sweep_rows:
             out.print(render_sweeps(sweep_rows))
@@ -128,7 +128,7 @@ def cancel(target, signal_name, index_path) -> None:
     console.print(f"{verb} {len(rows)} job(s): {', '.join(row.job_id for row in rows)}")
 
 
-def _wide_console() -> Console:
+def wide_console() -> Console:
     # Piped output has no terminal width: do not squeeze the table into 80 columns.
     return Console(width=200)
 
@@ -173,7 +173,7 @@ def render_status(rows) -> Group | Text:
 
 
 def _watch(experiment, index, interval: float) -> None:
-    out = console if console.is_terminal else _wide_console()
+    out = console if console.is_terminal else wide_console()
     with Live(console=out, auto_refresh=False) as live:
         while True:
             rows = launch_stage.collect_status(experiment, index)

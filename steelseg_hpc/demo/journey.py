@@ -52,9 +52,9 @@ class JourneyOptions:
     tile_size: int = 128
     workers: int = 2                     # Dask workers for prep
     width: int = 4                       # base_channels of the CNNs
-    epochs: int = 3
-    max_train_tiles: int = 96
-    micro_batch: int = 8
+    epochs: int = 4
+    max_train_tiles: int = 128
+    micro_batch: int = 4
     sweep_ranks: tuple[int, ...] = (0, 4, 16)
     index: ExperimentIndex = field(default_factory=ExperimentIndex)
 
@@ -135,7 +135,7 @@ class Journey:
     def _run_overrides(self) -> list[str]:
         o = self.options
         return [*RUN_OVERRIDES, f"epochs={o.epochs}", f"data.max_train_tiles={o.max_train_tiles}",
-                f"micro_batch={o.micro_batch}", "grad_accumulation=2"]
+                f"micro_batch={o.micro_batch}", "grad_accumulation=2", "optimizer.lr=0.002"]
 
     def train_zoo(self, store: Path) -> Experiment:
         o = self.options

@@ -7,7 +7,7 @@ are measurements and are stated as ratios.
 
 Example:
     >>> compare("Enhanced vs vanilla U-Net3+", [0.80, 0.82, 0.81], [0.70, 0.71, 0.69])
-    'Enhanced vs vanilla U-Net3+: +10.3 Dice points (3 and 3 seeds, sd 1.0 and 1.0 points)'
+    'Enhanced vs vanilla U-Net3+: +11.0 Dice points (3 and 3 seeds, sd 1.0 and 1.0 points)'
     >>> compare("Enhanced vs vanilla U-Net3+", [0.80], [0.70])
     'Enhanced vs vanilla U-Net3+: +10.0 Dice points, not resolved at 1 seed (the seed spread is unknown)'
 """
@@ -37,6 +37,8 @@ def compare(label: str, better: list[float], baseline: list[float], unit: str = 
 
 
 def _name(group: ArchitectureGroup) -> str:
+    if group.family == "sam":
+        return "SAM_LoRA"
     return f"{_VARIANT_NAMES.get(group.variant, group.variant)} {_FAMILY_NAMES.get(group.family, group.family)}"
 
 

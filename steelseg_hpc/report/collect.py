@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import SteelsegError
+from steelseg_hpc.core.errors import ConfigError, SteelsegError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.models import architecture, architectures, build_model
@@ -112,8 +112,11 @@ def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test"
             paths.append(candidate)
         elif candidate.is_dir():
             paths += sorted(p for p in candidate.iterdir() if rundir.RunFiles(p).config.exists())
-        else:
+        elif index.is_experiment(target):
             paths += experiment_run_dirs(target, index)
+        else:
+            raise ConfigError(f"{target!r} is neither a run directory nor an experiment or sweep of the index "
+                              f"{index.path}")
     return [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
 
 

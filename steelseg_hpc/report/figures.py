@@ -53,7 +53,7 @@ def curves_png(run: RunRecord) -> bytes:
         if len(lines) > 1:
             axis.legend(fontsize=7)
     axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    figure.suptitle(f"{run.name} ({run.arch})", fontsize=10)
+    figure.suptitle(f"{run.name} ({run.arch})", fontsize=10, y=1.04)
     return _png(figure)
 
 

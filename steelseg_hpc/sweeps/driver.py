@@ -276,7 +276,12 @@ class SweepDriver:
                     continue
             elif state not in TERMINAL_STATES:
                 flight.unknown_since = None
-                continue
+                if rundir.read_final(flight.run_dir) is None:
+                    continue
+                # final.json is written last and atomically: the result is complete while the job
+                # is still tearing down (interpreter exit, SLURM epilog). Telling the study now lets
+                # the next trial queue behind it instead of waiting seconds for the job to vanish.
+                state = "COMPLETED"
             self.in_flight.remove(flight)
             self._finish(flight, state, status.reason if status is not None else "", rows)
 

@@ -10,12 +10,15 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 from steelseg_hpc.core.errors import LaunchError
+
+log = logging.getLogger(__name__)
 
 #: States after which a job never runs again.
 TERMINAL_STATES = frozenset(
@@ -95,6 +98,15 @@ def partitions() -> dict[str, list[NodeInfo]]:
     return result
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def _base_state(state: str) -> str:
     # sacct writes "CANCELLED by 0"; squeue may add "+" for extra flags.
     return state.split()[0].rstrip("+") if state else "UNKNOWN"
@@ -103,7 +115,8 @@ def _base_state(state: str) -> str:
 def query_jobs(job_ids: list[str]) -> dict[str, JobRecord]:
     """SLURM's view of ``job_ids``: squeue for live jobs, sacct for the rest.
 
-    Jobs SLURM no longer knows are missing from the result.
+    Jobs SLURM no longer knows are missing from the result: purged from accounting, or ended on
+    a cluster whose ``sacct`` does not work (accounting disabled), which is logged once.
     """
     if not job_ids:
         return {}
@@ -111,8 +124,14 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobRecord]:
     wanted = set(job_ids)
     # Array tasks are accounted under their own id ("12_3"), but sacct -j wants the parent id too.
     query = sorted({job_id.split("_")[0] for job_id in job_ids} | wanted)
-    out = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(query),
-                "-o", "JobID,State,NodeList,Elapsed,ExitCode,Reason"])
+    try:
+        out = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(query),
+                    "-o", "JobID,State,NodeList,Elapsed,ExitCode,Reason"])
+    except LaunchError as exc:
+        # Clusters without accounting ("Slurm accounting storage is disabled") still have squeue;
+        # ended jobs are then absent and callers judge them by their run directory.
+        _warn_once(f"{exc}; ended jobs are judged by their run directories")
+        out = ""
     for line in out.splitlines():
         parts = line.split("|")
         if len(parts) >= 6 and parts[0] in wanted:

@@ -118,20 +118,38 @@ def _exit_reason(exit_code: str) -> str:
     return f"exit code {code}" if code and code != "0" else ""
 
 
+def _result_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str] | None:
+    """State and reason from the result submitit's task 0 pickled, or None before there is one."""
+    result = Path(row.stdout).parent / f"{row.job_id}_0_result.pkl"
+    if not result.exists():
+        return None
+    try:
+        with open(result, "rb") as handle:
+            outcome, payload = pickle.load(handle)
+    except Exception:  # a half-written pickle: the job is just finishing
+        return "COMPLETING", ""
+    if outcome == "success":
+        return "COMPLETED", ""
+    if index.cancelled(row.job_id, row.submitted_at):
+        return "CANCELLED", "cancelled by steelseg-hpc cancel"
+    return "FAILED", str(payload).strip().splitlines()[-1] if payload else ""
+
+
+def _forgotten_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
+    """A SLURM job that neither squeue nor sacct knows: accounting is off, or it was purged."""
+    known = _result_state(row, index)
+    if known is not None:
+        return known
+    if rundir.read_final(row.run_dir) is not None:
+        return "COMPLETED", "SLURM has no record; the run dir's final.json says it finished"
+    return "UNKNOWN", "SLURM has no record (accounting off or purged) and the run has no final.json"
+
+
 def _local_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
     """State and reason of a local-executor job, from its processes and submitit's result."""
-    result = Path(row.stdout).parent / f"{row.job_id}_0_result.pkl"
-    if result.exists():
-        try:
-            with open(result, "rb") as handle:
-                outcome, payload = pickle.load(handle)
-        except Exception:  # a half-written pickle: the job is just finishing
-            return "COMPLETING", ""
-        if outcome == "success":
-            return "COMPLETED", ""
-        if index.cancelled(row.job_id, row.submitted_at):
-            return "CANCELLED", "cancelled by steelseg-hpc cancel"
-        return "FAILED", str(payload).strip().splitlines()[-1] if payload else ""
+    known = _result_state(row, index)
+    if known is not None:
+        return known
     cancelled = index.cancelled(row.job_id, row.submitted_at)
     if local_jobs.is_alive(row.job_id):
         return ("CANCELLING" if cancelled else "RUNNING"), ""
@@ -143,7 +161,8 @@ def _local_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
 def job_states(rows: list[JobRow], index: ExperimentIndex) -> list[JobStatus]:
     """The scheduler's (or the local process's) view of ``rows``, without their run metrics.
 
-    One ``sacct``/``squeue`` call covers every SLURM job; a job SLURM no longer knows is UNKNOWN.
+    One ``sacct``/``squeue`` call covers every SLURM job; a job SLURM no longer knows (accounting
+    off, or purged) is judged by submitit's result file and the run's ``final.json``, else UNKNOWN.
     Failed jobs get their reason and the tail of their stderr.
     """
     slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
@@ -158,6 +177,8 @@ def job_states(rows: list[JobRow], index: ExperimentIndex) -> list[JobStatus]:
             if record is not None:
                 status.state, status.node, status.elapsed = record.state, record.node, record.elapsed
                 status.reason, status.exit_code = record.reason, record.exit_code
+            else:
+                status.state, status.reason = _forgotten_state(row, index)
         else:
             status.state, status.reason = _local_state(row, index)
             status.node = "local"

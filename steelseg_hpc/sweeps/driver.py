@@ -270,18 +270,18 @@ class SweepDriver:
             self._report(flight, rows)
             status = states.get(flight.job.job_id)
             state = status.state if status is not None else "UNKNOWN"
-            if state == "UNKNOWN":
+            if rundir.read_final(flight.run_dir) is not None:
+                # final.json is written last and atomically, so the result is complete while the job
+                # still tears down (interpreter exit, SLURM epilog): telling the study now lets the
+                # next trial queue behind it instead of waiting seconds for the job to vanish.
+                state = "COMPLETED"
+            elif state == "UNKNOWN":
                 flight.unknown_since = flight.unknown_since or time.monotonic()
                 if time.monotonic() - flight.unknown_since < UNKNOWN_GRACE_S:
                     continue
             elif state not in TERMINAL_STATES:
                 flight.unknown_since = None
-                if rundir.read_final(flight.run_dir) is None:
-                    continue
-                # final.json is written last and atomically: the result is complete while the job
-                # is still tearing down (interpreter exit, SLURM epilog). Telling the study now lets
-                # the next trial queue behind it instead of waiting seconds for the job to vanish.
-                state = "COMPLETED"
+                continue
             self.in_flight.remove(flight)
             self._finish(flight, state, status.reason if status is not None else "", rows)
 

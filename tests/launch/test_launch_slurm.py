@@ -6,6 +6,7 @@ mocked. The module shares one completed smoke array (two architectures) between 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 from steelseg_hpc.cli import main
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch import cancel, job_logs, submit_experiment
+from steelseg_hpc.launch.index import JobRow
+from steelseg_hpc.launch.status import collect_status, job_states
 from steelseg_hpc.core.rundir import read_metrics
 
 from .conftest import (
@@ -71,6 +74,33 @@ def test_status_table_and_logs(smoke_array):
     job_id = smoke_array["rows"][0]["job_id"]
     logs = runner.invoke(main, ["logs", job_id], env=env, catch_exceptions=False)
     assert logs.exit_code == 0 and "unet3plus seed 0" in logs.output
+
+
+
+def test_without_accounting_ended_jobs_are_judged_by_their_results_and_run_dirs(
+        smoke_array, tmp_path, monkeypatch, caplog):
+    """Clusters with accounting off answer every ``sacct`` with an error; squeue still works."""
+    shim = tmp_path / "bin" / "sacct"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    index = smoke_array["index"]
+    statuses = collect_status("smoke", index)
+    assert [s.state for s in statuses] == ["COMPLETED", "COMPLETED"]  # from submitit's result files
+    assert "accounting storage is disabled" in caplog.text
+
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "final.json").write_text((Path(statuses[0].run_dir) / "final.json").read_text())
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    rows = [JobRow(job_id, "gone", "unet3plus", 0, str(run_dir), "slurm", str(run_dir / "x.out"),
+                   str(run_dir / "x.err"), 2, time.time())
+            for job_id, run_dir in (("999998", finished), ("999999", lost))]
+    by_run = {Path(s.run_dir).name: s for s in job_states(rows, index)}
+    assert by_run["finished"].state == "COMPLETED" and "final.json" in by_run["finished"].reason
+    assert by_run["lost"].state == "UNKNOWN" and "no record" in by_run["lost"].reason
 
 
 def test_usr2_mid_epoch_requeues_and_resumes_that_epoch_to_the_same_result(

@@ -1,6 +1,7 @@
 """``demo``: the whole journey on embedded defaults, on this machine; ``--quick``: one model."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -11,6 +12,12 @@ from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.cli.data import parse_int_list, parse_size
 from steelseg_hpc.cli.launch import render_status, render_sweeps, wide_console
 from steelseg_hpc.cli.train import render_evaluation
+
+
+#: The journey's defaults, shown in --help and used unless a flag says otherwise (one source).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(demo_stage.JourneyOptions)
+            if f.default is not dataclasses.MISSING}
+QUICK_EPOCHS = 3
 
 
 def _step(number: int, total: int, title: str) -> None:
@@ -28,13 +35,19 @@ def _echo(line: str) -> None:
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), help="Any dataset spec instead.")
 @click.option("--raw", type=click.Path(file_okay=False, path_type=Path), help="The raw folder of --spec or --dataset.")
 @click.option("--quick", is_flag=True, help="Only synth, prep, one model and its evaluation (about two minutes).")
-@click.option("--size", default="256x256", show_default=True, help="WIDTHxHEIGHT of the synthetic images.")
-@click.option("--tile-size", default=128, show_default=True, type=click.IntRange(16))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(0), help="Dask workers for prep.")
-@click.option("--width", default=4, show_default=True, type=click.IntRange(1), help="base_channels of the CNNs.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(0), help="Epochs per run (--quick: 0 = prep only).")
-@click.option("--max-train-tiles", default=96, show_default=True, type=click.IntRange(1), help="Training tiles per run.")
-@click.option("--sweep-ranks", default="0,4,16", show_default=True, help="LoRA ranks of the sweep.")
+@click.option("--size", default="x".join(map(str, DEFAULTS["size"])), show_default=True,
+              help="WIDTHxHEIGHT of the synthetic images.")
+@click.option("--tile-size", default=DEFAULTS["tile_size"], show_default=True, type=click.IntRange(16))
+@click.option("--workers", default=DEFAULTS["workers"], show_default=True, type=click.IntRange(0),
+              help="Dask workers for prep.")
+@click.option("--width", default=DEFAULTS["width"], show_default=True, type=click.IntRange(1),
+              help="base_channels of the CNNs.")
+@click.option("--epochs", type=click.IntRange(0),
+              help=f"Epochs per run [default: {DEFAULTS['epochs']}; --quick: {QUICK_EPOCHS}, 0 = prep only].")
+@click.option("--max-train-tiles", default=DEFAULTS["max_train_tiles"], show_default=True, type=click.IntRange(1),
+              help="Training tiles per run.")
+@click.option("--sweep-ranks", default=",".join(map(str, DEFAULTS["sweep_ranks"])), show_default=True,
+              help="LoRA ranks of the sweep.")
 @click.option("--arch", default="unet3plus", show_default=True, help="--quick: the architecture to train.")
 def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, epochs, max_train_tiles,
          sweep_ranks, arch) -> None:
@@ -45,14 +58,15 @@ def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, ep
     """
     if quick:
         result = demo_stage.quick_demo(workdir, size=parse_size(size), tile_size=tile_size, workers=workers,
-                                       arch=arch, epochs=epochs, echo=_echo, step=_step)
+                                       arch=arch, epochs=QUICK_EPOCHS if epochs is None else epochs,
+                                       echo=_echo, step=_step)
         if "evaluation" in result:
             render_evaluation(result["evaluation"], f"{arch} on the test images · {result['evaluation']['checkpoint']}")
         return
     index = launch.ExperimentIndex()
     options = demo_stage.JourneyOptions(
         folder=workdir, dataset=dataset, spec=spec, raw=raw, size=parse_size(size), tile_size=tile_size,
-        workers=workers, width=width, epochs=max(epochs, 1), max_train_tiles=max_train_tiles,
+        workers=workers, width=width, epochs=DEFAULTS["epochs"] if epochs is None else max(epochs, 1), max_train_tiles=max_train_tiles,
         sweep_ranks=parse_int_list(sweep_ranks, "--sweep-ranks", allow_zero=True), index=index)
 
     def show_status(experiment: str, sweep: str) -> None:

@@ -2,8 +2,8 @@
 
 A difference is claimed only when it exceeds the seeds' spread (2 standard deviations of the
 difference of the two means, from the seeds of each); with fewer than two seeds on a side, or a
-smaller difference, the sentence says "not resolved at n seeds" instead. Costs (time per epoch)
-are measurements and are stated as ratios.
+smaller difference, the sentence says "not resolved at n seeds" instead. Costs (training time
+per tile, from each run's tiles/s) are stated as ratios, under the same rule across runs.
 
 Example:
     >>> compare("Enhanced vs vanilla U-Net3+", [0.80, 0.82, 0.81], [0.70, 0.71, 0.69])
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from statistics import fmean, stdev
 
-from steelseg_hpc.report.collect import ArchitectureGroup
+from steelseg_hpc.report.collect import ArchitectureGroup, RunRecord
 
 _VARIANT_NAMES = {"enhanced": "Enhanced", "enhanced-glu": "Enhanced* (GLU)", "vanilla": "vanilla", "lora": "LoRA"}
 _FAMILY_NAMES = {"unet3plus": "U-Net3+", "elunet": "ELU-Net", "sam": "SAM"}
@@ -34,6 +34,32 @@ def compare(label: str, better: list[float], baseline: list[float], unit: str = 
     if abs(difference) <= spread:
         return f"{label}: {difference:+.1f} {unit}, not resolved at {n} seeds ({seeds}: within the spread)"
     return f"{label}: {difference:+.1f} {unit} ({seeds})"
+
+
+def _overlapping(runs: list[RunRecord]) -> bool:
+    spans = sorted(span for span in (run.span for run in runs) if span is not None)
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
+def cost(label: str, runs: list[RunRecord], baseline: list[RunRecord]) -> str | None:
+    """``label: z.zx the training time per tile`` from the runs' own throughput, or None without it.
+
+    Like a score, a cost ratio is only claimed beyond the runs' spread; runs that trained at the
+    same time on one machine slowed each other, which the sentence says.
+    """
+    mine = [r.seconds_per_tile for r in runs if r.seconds_per_tile]
+    theirs = [r.seconds_per_tile for r in baseline if r.seconds_per_tile]
+    if not mine or not theirs:
+        return None
+    ratio = fmean(mine) / fmean(theirs)
+    counted = f"{len(mine)} and {len(theirs)} run(s)"
+    if len(mine) >= 2 and len(theirs) >= 2:
+        spread = 2 * math.sqrt(stdev(mine) ** 2 / len(mine) + stdev(theirs) ** 2 / len(theirs))
+        if abs(fmean(mine) - fmean(theirs)) <= spread:
+            return f"{label}: {ratio:.2f}x the training time per tile, not resolved ({counted}: within the spread)"
+    shared = "; they trained at the same time on shared hardware, so this is rough" if _overlapping(
+        [*runs, *baseline]) else ""
+    return f"{label}: {ratio:.2f}x the training time per tile ({counted}{shared})"
 
 
 def _name(group: ArchitectureGroup) -> str:
@@ -63,11 +89,10 @@ def answers(groups: list[ArchitectureGroup], metric: str = "dice_macro") -> list
         if group.variant != "enhanced-glu":
             continue
         enhanced = next((g for g in groups if g.family == group.family and g.variant == "enhanced"), None)
-        glu_time, enhanced_time = group.stat(lambda r: r.minutes_per_epoch)[0], (
-            enhanced.stat(lambda r: r.minutes_per_epoch)[0] if enhanced else None)
-        if glu_time and enhanced_time:
-            sentences.append(f"GLU ({_name(group)}) cost {glu_time / enhanced_time:.2f}x the time per epoch of "
-                             f"{_name(enhanced)} ({len(group.runs)} and {len(enhanced.runs)} run(s), same data and batch)")
+        if enhanced is not None:
+            sentence = cost(f"{_name(group)} vs {_name(enhanced)}", group.runs, enhanced.runs)
+            if sentence:
+                sentences.append(sentence)
     scored = [(fmean(_scores(g, metric)), g) for g in groups if _scores(g, metric)]
     if len(scored) >= 2:
         scored.sort(key=lambda pair: -pair[0])

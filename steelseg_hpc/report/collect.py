@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean, median, stdev
 from typing import Any
 
 import torch
@@ -59,6 +60,24 @@ class RunRecord:
     def minutes_per_epoch(self) -> float | None:
         seconds = [row.epoch_seconds for row in self.rows if row.epoch_seconds is not None]
         return fmean(seconds) / 60 if seconds else None
+
+    @property
+    def seconds_per_tile(self) -> float | None:
+        """Training seconds per tile (median over epochs): a cost that does not depend on tile counts."""
+        rates = sorted(row.tiles_per_s for row in self.rows if row.tiles_per_s)
+        return 1.0 / median(rates) if rates else None
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """When the run trained: its first start to its last metrics line (epoch seconds)."""
+        if self.info is None or not self.info.starts or not self.info.starts[0].get("time"):
+            return None
+        try:
+            began = time.mktime(time.strptime(self.info.starts[0]["time"], "%Y-%m-%dT%H:%M:%S"))
+            ended = rundir.RunFiles(self.path).metrics.stat().st_mtime
+        except (ValueError, OSError):
+            return None
+        return began, ended
 
     @property
     def peak_memory_mb(self) -> float | None:

@@ -25,7 +25,7 @@ CLASSES = ["ferrite", "pearlite", "carbide"]
 
 
 def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_seconds: float = 60.0,
-                  evaluated: bool = True) -> Path:
+                  evaluated: bool = True, tiles_per_s: float | None = None, started: str | None = None) -> Path:
     """A run directory as the engine writes one, with chosen figures (no training)."""
     run = folder / f"{arch}-s{seed}"
     files = RunFiles(run)
@@ -33,12 +33,14 @@ def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_se
     options = ["model.base_channels=4"]
     files.config.write_text(load_run_config(None, options, arch=arch, store="s.zarr", epochs=3).to_toml())
     rundir.write_run_info(files, RunInfo(created="t", arch=arch, model={"total_params": 123456, "arch": arch},
-                                         store={"tile_size": 64}, starts=[{"precision": "fp32"}]))
+                                         store={"tile_size": 64},
+                                         starts=[{"precision": "fp32", **({"time": started} if started else {})}]))
     for epoch in (1, 2, 3):
         rundir.append_metrics(files, MetricsRow(
             epoch=epoch, step=epoch * 4, train_loss=1.0 / epoch, val_loss=1.1 / epoch, train_dice=0.3 * epoch,
             val_dice=test_dice * epoch / 3, lr=1e-3 / epoch, epoch_seconds=epoch_seconds, peak_memory_mb=900.0,
-            noise_scale_b_simple=10.0 * epoch, world_size=1, global_batch=8, tiles_trained=epoch * 32))
+            noise_scale_b_simple=10.0 * epoch, world_size=1, global_batch=8, tiles_trained=epoch * 32,
+            tiles_per_s=tiles_per_s))
     rundir.write_final(files, FinalSummary(run_dir=str(run), stopped="completed", epochs_completed=3,
                                            best_epoch=3, best_val_dice=test_dice))
     if evaluated:
@@ -94,6 +96,24 @@ def test_answers_follow_the_numbers(tmp_path, index_file):
     assert any("vs vanilla U-Net3+: +0.0 Dice points, not resolved at 2 seeds" in s for s in same), same
     assert not any("Dice points (2 and 2 seeds" in s and "vs vanilla" in s for s in same)
 
+
+
+def test_the_glu_cost_follows_the_runs_throughput(tmp_path, index_file):
+    def glu_vs_enhanced(folder: Path, glu: tuple[float, float], enhanced: tuple[float, float], started=None):
+        runs = [fabricate_run(folder, "unet3plus-enhanced-glu", s, 0.8, tiles_per_s=t, started=started)
+                for s, t in enumerate(glu)]
+        runs += [fabricate_run(folder, "unet3plus-enhanced", s, 0.8, tiles_per_s=t, started=started)
+                 for s, t in enumerate(enhanced)]
+        result = build_report([str(r) for r in runs], folder / "report", index=index_file, evaluate_missing=False)
+        return [s for s in result["answers"] if "training time per tile" in s]
+
+    slower = glu_vs_enhanced(tmp_path / "a", glu=(10.0, 10.5), enhanced=(20.0, 21.0))
+    assert slower == ["Enhanced* (GLU) U-Net3+ vs Enhanced U-Net3+: 2.00x the training time per tile "
+                      "(2 and 2 run(s))"], slower
+    noisy = glu_vs_enhanced(tmp_path / "b", glu=(10.0, 30.0), enhanced=(20.0, 21.0))
+    assert len(noisy) == 1 and "not resolved" in noisy[0]
+    together = glu_vs_enhanced(tmp_path / "c", glu=(10.0, 10.5), enhanced=(20.0, 21.0), started="2026-01-01T10:00:00")
+    assert "trained at the same time" in together[0]
 
 def test_a_run_without_evaluation_is_reported_missing_not_a_failure(tmp_path, index_file):
     run = fabricate_run(tmp_path / "runs", "elunet", 0, 0.6, evaluated=False)

@@ -29,7 +29,8 @@ def _echo(line: str) -> None:
 
 
 @main.command()
-@click.option("--dir", "workdir", default="demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Working folder [default: demo; demo-metaldam with --dataset metaldam; demo-SPEC with --spec].")
 @click.option("--dataset", type=click.Choice(["synthetic", "metaldam"]), default="synthetic", show_default=True,
               help="metaldam: the real MetalDAM images (data_prep/metaldam.toml).")
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), help="Any dataset spec instead.")
@@ -57,7 +58,7 @@ def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, ep
     ends with the path of the report page. Run it again to resume: finished steps are skipped.
     """
     if quick:
-        result = demo_stage.quick_demo(workdir, size=parse_size(size), tile_size=tile_size, workers=workers,
+        result = demo_stage.quick_demo(workdir or Path("demo"), size=parse_size(size), tile_size=tile_size, workers=workers,
                                        arch=arch, epochs=QUICK_EPOCHS if epochs is None else epochs,
                                        echo=_echo, step=_step)
         if "evaluation" in result:

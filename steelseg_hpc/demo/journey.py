@@ -44,7 +44,7 @@ SAM_OVERRIDES = ['model.variant="tiny"', 'model.prompt="none"']
 class JourneyOptions:
     """What the journey runs; the defaults fit a 2-core laptop CPU in about ten minutes."""
 
-    folder: Path = Path("demo")
+    folder: Path | None = None           # default: the journey's name (demo, demo-metaldam, ...)
     dataset: str = "synthetic"           # "synthetic" or "metaldam"
     spec: Path | None = None             # any dataset spec instead (with ``raw``)
     raw: Path | None = None
@@ -58,9 +58,17 @@ class JourneyOptions:
     sweep_ranks: tuple[int, ...] = (0, 4, 16)
     index: ExperimentIndex = field(default_factory=ExperimentIndex)
 
+    def __post_init__(self) -> None:
+        # Each dataset's journey has its own folder, so a MetalDAM demo never meets the synthetic
+        # demo's store (which prep would refuse as prepared from another spec).
+        if self.folder is None:
+            self.folder = Path(self.name)
+
     @property
     def name(self) -> str:
-        return "demo" if self.dataset == "synthetic" and self.spec is None else f"demo-{self.dataset}"
+        if self.spec is not None:
+            return f"demo-{Path(self.spec).stem}"
+        return "demo" if self.dataset == "synthetic" else f"demo-{self.dataset}"
 
 
 Echo = Callable[[str], None]
@@ -112,6 +120,7 @@ class Journey:
         if o.dataset == "metaldam":
             if not METALDAM_SPEC.is_file():
                 raise ConfigError(f"--dataset metaldam uses {METALDAM_SPEC}, which is missing; pass --spec SPEC")
+            self.echo(f"MetalDAM: spec {METALDAM_SPEC}, images in {o.raw or load_spec(METALDAM_SPEC).raw_dir}")
             return METALDAM_SPEC
         raw = o.folder / "raw"
         spec = raw / "spec.toml"
@@ -181,11 +190,12 @@ class Journey:
 
     def evaluate(self, experiment: Experiment) -> None:
         for run in experiment.runs():
-            if rundir.read_evaluation(run.run_dir, "test") is not None:
-                continue
-            result = evaluate_run(run.run_dir, split="test")
+            result = rundir.read_evaluation(run.run_dir, "test")
+            earlier = result is not None
+            if not earlier:
+                result = evaluate_run(run.run_dir, split="test")
             self.echo(f"  {run.arch:<24} test Dice {result['overall']['dice_macro']:.3f}, "
-                      f"mIoU {result['overall']['miou']:.3f}")
+                      f"mIoU {result['overall']['miou']:.3f}" + (" (evaluated earlier)" if earlier else ""))
 
     def sweep(self, store: Path) -> str:
         o = self.options
@@ -198,7 +208,11 @@ class Journey:
                              echo=lambda line: self.echo(f"  {line}"))
         driver.validate()
         summary = driver.run()
-        self.echo(f"sweep {spec.name}: {summary['trials']}; best {summary['best']}")
+        counts = ", ".join(f"{n} {state.lower()}" for state, n in summary["trials"].items())
+        best = summary.get("best")
+        shown = (f"; best trial {best['number']}: val Dice {best['value']:.4f} with "
+                 + ", ".join(f"{k}={v}" for k, v in best["params"].items())) if best else ""
+        self.echo(f"sweep {spec.name}: {counts}{shown}")
         return spec.name
 
 

@@ -53,3 +53,14 @@ def test_quick_demo_trains_one_model(tmp_path):
                 tmp_path / "quick", tmp_path / "index.sqlite")
     assert "4/4 evaluate whole test images" in done.stdout and "overall" in done.stdout
     assert (tmp_path / "quick" / "runs" / "unet3plus" / "final.json").is_file()
+
+
+def test_each_dataset_has_its_own_folder_so_stores_never_meet(tmp_path):
+    from steelseg_hpc.demo import JourneyOptions
+    from steelseg_hpc.launch import ExperimentIndex
+
+    index = ExperimentIndex(tmp_path / "index.sqlite")
+    assert JourneyOptions(index=index).folder == Path("demo")
+    assert JourneyOptions(dataset="metaldam", index=index).folder == Path("demo-metaldam")
+    assert JourneyOptions(spec=tmp_path / "e-type.toml", index=index).name == "demo-e-type"
+    assert JourneyOptions(dataset="metaldam", folder=tmp_path, index=index).folder == tmp_path

@@ -15,6 +15,7 @@ from steelseg_hpc import launch as launch_stage
 from steelseg_hpc import sweeps
 from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
+from steelseg_hpc.core import rundir
 from steelseg_hpc.launch.status import PROBLEM_STATES
 
 _index_option = click.option(
@@ -27,6 +28,35 @@ def _index(path: str | None):
     return launch_stage.ExperimentIndex(path)
 
 
+def _run_dir_state(run_dir, epochs: int) -> str:
+    rows, final = rundir.read_metrics(run_dir), rundir.read_final(run_dir)
+    if final is not None and final.epochs_completed >= epochs:
+        return "finished: ends at once"
+    if final is not None:
+        return f"extends {final.epochs_completed} → {epochs} epochs"
+    return f"resumes after epoch {rows[-1].epoch}" if rows else "new"
+
+
+def render_plan(name: str, profile, jobs: list) -> Table:
+    """The jobs ``launch --dry-run`` would queue, with what each asks of the cluster."""
+    where = (f"SLURM partition {profile.partition or '(default)'}" if profile.executor == "slurm"
+             else "this machine (local executor)")
+    resources = (f"{profile.nodes} node(s) × {profile.tasks()} task(s), {profile.gpus_per_node} GPU/node, "
+                 f"{profile.cpus_per_task} CPU/task, {profile.mem_gb:g} GB/node, {profile.time_min} min, "
+                 f"{profile.max_requeues} requeues")
+    table = Table(title=f"experiment {name} → {where}\n{resources}", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("arch", "seed", "epochs", "batch", "precision", "run dir", "now"):
+        table.add_column(column)
+    ranks = profile.world_size()
+    for job in jobs:
+        config = job.config
+        batch = f"{config.micro_batch * config.grad_accumulation * ranks} = {config.micro_batch} micro × " \
+                f"{config.grad_accumulation} accum × {ranks} rank(s)"
+        table.add_row(job.run.arch, str(job.run.seed), str(config.epochs), batch, config.precision,
+                      str(job.run.run_dir), _run_dir_state(job.run.run_dir, config.epochs))
+    return table
+
+
 @main.command()
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--profile", required=True, metavar="NAME|PATH",
@@ -36,12 +66,19 @@ def _index(path: str | None):
 @click.option("--profile-set", "profile_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile field, e.g. --profile-set time_min=30.")
 @click.option("--wait", is_flag=True, help="Show the status table until every job has ended.")
+@click.option("--dry-run", is_flag=True,
+              help="Check the profile against the cluster and every run config; print the jobs; queue nothing.")
 @_index_option
-def launch(experiment, profile, overrides, profile_overrides, wait, index_path) -> None:
+def launch(experiment, profile, overrides, profile_overrides, wait, dry_run, index_path) -> None:
     """Submit EXPERIMENT: one training job per architecture x seed.
 
     On SLURM the jobs form one job array. EXPERIMENT is a TOML in launch/experiments/.
     """
+    if dry_run:
+        loaded, cluster, jobs = launch_stage.plan_launch(experiment, profile, list(overrides), list(profile_overrides))
+        (console if console.is_terminal else wide_console()).print(render_plan(loaded.name, cluster, jobs))
+        console.print(f"nothing submitted; without --dry-run these {len(jobs)} job(s) are queued", highlight=False)
+        return
     rows = launch_stage.launch_experiment(experiment, profile, list(overrides), list(profile_overrides),
                              _index(index_path))
     for row in rows:

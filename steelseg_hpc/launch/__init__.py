@@ -20,6 +20,7 @@ __all__ = [
     "job_logs",
     "job_states",
     "launch_experiment",
+    "plan_launch",
     "load_experiment",
     "submit_experiment",
 ]
@@ -39,5 +40,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "job_states": "status",
     "check_experiment": "validate",
     "launch_experiment": "submit",
+    "plan_launch": "submit",
     "submit_experiment": "submit",
 })

@@ -19,7 +19,7 @@ from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.executor import Executor
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 from steelseg_hpc.launch.job import TrainingJob
-from steelseg_hpc.launch.validate import check_experiment
+from steelseg_hpc.launch.validate import ResolvedRun, check_experiment
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,17 @@ def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) ->
                               f"({row.run_dir}); wait for it or: steelseg-hpc cancel {experiment.name}")
 
 
+def plan_experiment(experiment: Experiment, profile: ClusterProfile) -> list[ResolvedRun]:
+    """Everything ``submit_experiment`` checks, without submitting: the jobs it would queue.
+
+    Raises:
+        LaunchError, ConfigError: the submission would fail (the profile does not fit the
+        cluster, a store is missing, a run config does not resolve).
+    """
+    check_profile(profile)
+    return check_experiment(_absolute(experiment))
+
+
 def submit_experiment(
     experiment: Experiment,
     profile: ClusterProfile,
@@ -67,8 +78,7 @@ def submit_experiment(
     """
     index = index or ExperimentIndex()
     experiment = _absolute(experiment)
-    check_profile(profile)
-    resolved = check_experiment(experiment)
+    resolved = plan_experiment(experiment, profile)
     _refuse_active_duplicates(index, experiment)
 
     jobs = [TrainingJob(item.run.run_dir, item.config) for item in resolved]
@@ -91,6 +101,30 @@ def submit_experiment(
     return rows
 
 
+def _load(experiment_path, profile_path, overrides, profile_overrides) -> tuple[Experiment, ClusterProfile, Path]:
+    experiment = load_experiment(experiment_path, overrides)
+    profile_file = resolve_profile_path(profile_path)
+    return experiment, load_profile(profile_file, profile_overrides), profile_file
+
+
+def plan_launch(
+    experiment_path: str | Path,
+    profile_path: str | Path,
+    overrides: list[str] | None = None,
+    profile_overrides: list[str] | None = None,
+) -> tuple[Experiment, ClusterProfile, list[ResolvedRun]]:
+    """``launch --dry-run``: load and check an experiment and a profile; submit nothing.
+
+    Example:
+        >>> experiment, profile, jobs = plan_launch("launch/experiments/smoke.toml", "local",
+        ...                                         ["store=demo/store.zarr"])  # doctest: +SKIP
+        >>> [(job.run.arch, job.config.epochs) for job in jobs]  # doctest: +SKIP
+        [('unet3plus', 2), ('elunet', 2)]
+    """
+    experiment, profile, _ = _load(experiment_path, profile_path, overrides, profile_overrides)
+    return experiment, profile, plan_experiment(experiment, profile)
+
+
 def launch_experiment(
     experiment_path: str | Path,
     profile_path: str | Path,
@@ -106,8 +140,6 @@ def launch_experiment(
         overrides: ``KEY=VALUE`` overrides of the experiment (``store=...``, ``seeds=[0,1]``).
         profile_overrides: ``KEY=VALUE`` overrides of the profile (``time_min=5``).
     """
-    experiment = load_experiment(experiment_path, overrides)
-    profile_file = resolve_profile_path(profile_path)
-    profile = load_profile(profile_file, profile_overrides)
+    experiment, profile, profile_file = _load(experiment_path, profile_path, overrides, profile_overrides)
     return submit_experiment(experiment, profile, index, str(Path(experiment_path).absolute()),
                              str(profile_file.absolute()))

@@ -71,6 +71,21 @@ def test_cli_refuses_bad_partition_with_one_line(slurm_cluster, tiny_store, tmp_
     assert _queue_size() == before
 
 
+
+@pytest.mark.slurm
+def test_dry_run_checks_everything_lists_the_jobs_and_queues_nothing(slurm_cluster, tiny_store, tmp_path, index):
+    before = _queue_size()
+    args = ["launch", str(SMOKE), "--profile", "local-cluster", "--set", f"store={tiny_store}",
+            "--set", f"runs_root={tmp_path}", "--dry-run"]
+    result = CliRunner().invoke(main, args, env={"STEELSEG_INDEX": str(index.path)})
+    assert result.exit_code == 0, result.output
+    assert "SLURM partition gpu" in result.output and "1 GPU/node" in result.output
+    assert "unet3plus" in result.output and "elunet" in result.output and "new" in result.output
+    assert "nothing submitted" in result.output
+    assert _queue_size() == before and not index.path.exists()
+    bad = CliRunner().invoke(main, [*args, "--profile-set", "gpus_per_node=3"], env={"STEELSEG_INDEX": str(index.path)})
+    assert bad.exit_code == 2 and "at most 2" in bad.output
+
 @pytest.mark.slurm
 def test_sbatch_refusal_becomes_launch_error(slurm_cluster, tmp_path):
     # Skip our own checks: sbatch itself must be turned into one line too.

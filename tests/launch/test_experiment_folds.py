@@ -11,6 +11,7 @@ from steelseg_hpc.launch import submit_experiment
 from steelseg_hpc.launch.config import Experiment, load_experiment
 from steelseg_hpc.launch.validate import check_experiment
 from steelseg_hpc.models import architectures
+from steelseg_hpc.training.config import config_differences
 
 from .conftest import REPO, TINY_RUN, wait_for_jobs
 
@@ -86,6 +87,17 @@ def test_the_metaldam_experiment_validates_against_a_real_store(tiny_store_5, tm
         assert config.data.store == str(tmp_path / "fold0.zarr")
     all_folds = load_experiment(METALDAM_EXPERIMENT, [f"store={json.dumps(pattern)}", "folds=[0,1,2,3,4,5]"])
     assert len(all_folds.runs()) == 36
+
+
+def test_the_skip_order_experiment_differs_from_metaldam_only_in_the_skip_order(tiny_store_5, tmp_path):
+    pattern = _fold_stores(tmp_path, tiny_store_5, [0])
+    store = [f"store={json.dumps(pattern)}"]
+    paper = {item.run.arch: item.config for item in check_experiment(load_experiment(METALDAM_EXPERIMENT, store))}
+    variant = check_experiment(load_experiment(METALDAM_EXPERIMENT.with_name("metaldam-skip-order.toml"), store))
+    assert [item.run.arch for item in variant] == ["unet3plus", "elunet"]
+    for item in variant:
+        assert config_differences(paper[item.run.arch], item.config) == [
+            "model.skip_order: None -> 'conv-then-resample'"]
 
 
 @pytest.mark.slow

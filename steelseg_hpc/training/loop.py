@@ -193,6 +193,8 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
     finally:
         if probe is not None:
             probe.remove()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the last step's kernels belong to this epoch's seconds
     end = time.perf_counter()
     seconds = state.train_seconds + end - start
     (mean_loss,) = mean_across_ranks([float(loss_sum) / max(micro_steps, 1)], device)

@@ -81,7 +81,7 @@ def build_model_for_run(config: RunConfig, num_classes: int) -> nn.Module:
     """The run's architecture with its options (seeded, so every rank starts identical).
 
     With ``channels_last`` its activations are channels-last; ``compile`` is applied by
-    :func:`build_engine`, after DeepSpeed-independent checks.
+    :func:`build_engine`, which first checks that torch.compile can run on the device.
     """
     torch.manual_seed(config.seed)
     model = build_model(config.model.name, in_channels=1, num_classes=num_classes, **config.model.options())

@@ -140,7 +140,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
             # no work; checking before fetching the batch also avoids loading one in vain.
             signal_number, over_budget = 0, False
             if micro_steps % accumulation == 0 and (stop is not None or budget_s is not None):
-                # An epoch that starts always trains a step: the caller starts none without budget.
+                # Not before the epoch's first step: the caller starts no epoch without budget left.
                 over_budget = (budget_s is not None and micro_steps > first_micro_step
                                and state.train_seconds + time.perf_counter() - start >= budget_s)
                 signal_number, over_budget = _boundary_poll(stop, over_budget, device)

@@ -58,9 +58,9 @@ def render_prep_summary(summary) -> Table:
     return table
 
 
-def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force):
+def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force, overrides=()):
     """Load the spec, prepare with a rich progress bar, print the summary table."""
-    loaded = data.load_spec(spec, raw_dir=raw, tile_size=tile_size, stride=stride)
+    loaded = data.load_spec(spec, raw_dir=raw, tile_size=tile_size, stride=stride, overrides=list(overrides))
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), TimeElapsedColumn(), TimeRemainingColumn())
     # off when not a terminal: a transient bar there leaves a stray empty line in logs
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -85,8 +85,10 @@ def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, 
 @click.option("--profile", default=None, metavar="NAME|PATH",
               help="Cluster profile for --dask-cluster slurm: a name (local-cluster) or a TOML path.")
 @click.option("--force", is_flag=True, help="Rebuild a store prepared from a different spec.")
-def prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec field (dotted, repeatable), e.g. --set split.fold=1.")
+def prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force, overrides) -> None:
     """Tile and augment the images of SPEC into a resumable Zarr store."""
     if dask_cluster == "slurm" and profile is None:
         raise ConfigError("--dask-cluster slurm needs --profile (e.g. --profile local-cluster)")
-    run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force)
+    run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force, overrides)

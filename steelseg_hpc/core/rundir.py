@@ -119,6 +119,7 @@ class MetricsRow(_Record):
     world_size: int | None = None
     global_batch: int | None = None
     tiles_trained: int | None = None
+    compile_seconds: float | None = None  # first step after torch.compile, left out of tiles_per_s
 
 
 #: The validation figures a run can be judged by (sweep objectives, best-checkpoint choice).
@@ -127,6 +128,8 @@ VALIDATION_METRICS = ("val_dice", "val_miou", "val_pixel_accuracy")
 
 #: ``FinalSummary.stopped`` of a run ended by its stop-request file.
 STOPPED_ON_REQUEST = "stop-request"
+#: ``FinalSummary.stopped`` of a run that used up its ``time_budget_s`` of training.
+STOPPED_ON_BUDGET = "time-budget"
 
 
 @dataclass
@@ -134,7 +137,7 @@ class FinalSummary(_Record):
     """``final.json``: why and where the run stopped, and its best epoch."""
 
     run_dir: str = ""
-    stopped: str = ""  # "completed", "patience" or STOPPED_ON_REQUEST
+    stopped: str = ""  # "completed", "patience", STOPPED_ON_REQUEST or STOPPED_ON_BUDGET
     epochs_completed: int = 0
     epochs_planned: int | None = None
     best_epoch: int | None = None

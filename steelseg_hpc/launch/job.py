@@ -7,7 +7,9 @@ rank and rendezvous through the engine's single rule
 ``TorchDistributedEnvironment`` inside a job). When SLURM warns a job (USR2 at ``signal_delay_s``
 before its time limit, or on preemption), every task saves a mid-epoch checkpoint at the next
 optimiser step; then submitit's handler in task 0 calls :meth:`TrainingJob.checkpoint`, requeues
-the job and exits, and the requeued job resumes from that checkpoint.
+the job and exits, and the requeued job resumes from that checkpoint. When training has stopped
+(completed, patience, time budget), task 0 evaluates the splits the experiment asks for; a job
+requeued during that evaluation finds training done and evaluates again.
 
 Example:
     >>> from steelseg_hpc.training import load_run_config
@@ -27,7 +29,7 @@ from typing import Any
 import submitit
 
 from steelseg_hpc.launch.status import ERROR_MARKER
-from steelseg_hpc.training import RunConfig, StopRequest, TrainingPreempted, train
+from steelseg_hpc.training import RunConfig, StopRequest, TrainingPreempted, evaluate_run, train
 from steelseg_hpc.training.distributed import resolve_dist_env
 
 
@@ -37,11 +39,14 @@ class TrainingJob(submitit.helpers.Checkpointable):
     Args:
         run_dir: where the engine writes config, metrics, checkpoints and logs.
         config: the run's resolved configuration (architecture, seed and store included).
+        evaluate: splits to evaluate on whole images once training has stopped (task 0 only;
+            flip TTA when the config's ``eval.tta`` is on).
     """
 
-    def __init__(self, run_dir: str | Path, config: RunConfig) -> None:
+    def __init__(self, run_dir: str | Path, config: RunConfig, evaluate: tuple[str, ...] = ()) -> None:
         self.run_dir = str(run_dir)
         self.config = config
+        self.evaluate = tuple(evaluate)
 
     def describe(self) -> str:
         return f"{self.config.model.name} seed {self.config.seed} -> {self.run_dir}"
@@ -53,7 +58,15 @@ class TrainingJob(submitit.helpers.Checkpointable):
         # Installed first thing, on every task: from here on a signal stops training at a step.
         with StopRequest(signals=(requeue_signal(), signal.SIGTERM)) as stop:
             try:
-                return train(self.config, Path(self.run_dir), stop=stop)
+                summary = train(self.config, Path(self.run_dir), stop=stop)
+                if env.is_main:
+                    for split in self.evaluate:
+                        result = evaluate_run(Path(self.run_dir), split=split)
+                        miou = result["overall"]["miou"]
+                        print(f"[steelseg] evaluated {split}{' with flip TTA' if result['tta'] else ''}: "
+                              f"mIoU {'n/a' if miou is None else format(miou, '.4f')} -> "
+                              f"{result['output_dir']}", flush=True)
+                return summary
             except TrainingPreempted as exc:
                 return self._after_preemption(exc, stop, is_main=env.is_main)
             except Exception as exc:

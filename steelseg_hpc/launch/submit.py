@@ -81,7 +81,7 @@ def submit_experiment(
     resolved = plan_experiment(experiment, profile)
     _refuse_active_duplicates(index, experiment)
 
-    jobs = [TrainingJob(item.run.run_dir, item.config) for item in resolved]
+    jobs = [TrainingJob(item.run.run_dir, item.config, tuple(experiment.evaluate)) for item in resolved]
     executor = Executor(profile, experiment.folder() / "jobs", job_name=experiment.name)
     submitted = executor.submit_array(jobs)
 

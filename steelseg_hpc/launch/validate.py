@@ -56,22 +56,38 @@ def resolve_run(experiment: Experiment, run: PlannedRun) -> RunConfig:
     # The experiment's seed comes last so it wins over any seed in the shared overrides.
     overrides = [*run.overrides, f"seed={run.seed}"]
     try:
-        return load_run_config(experiment.run_config, overrides, arch=run.arch, store=experiment.store)
+        return load_run_config(experiment.run_config, overrides, arch=run.arch, store=run.store)
     except ConfigError as exc:
         raise ConfigError(f"{run.name}: {exc}") from None
 
 
+def check_evaluation_splits(experiment: Experiment) -> None:
+    """Every split the jobs evaluate must keep whole images in every store of the experiment."""
+    for fold in experiment.folds or [None]:
+        store = experiment.store_of(fold)
+        info = open_store(store)
+        missing = [split for split in experiment.evaluate if not info.whole_images.get(split)]
+        if missing:
+            kept = [name for name, count in info.whole_images.items() if count]
+            raise ConfigError(f"evaluate {missing}: the store {store} keeps no whole images of "
+                              f"{', '.join(missing)} (whole images: {', '.join(kept) or 'none'}; "
+                              "see the spec's whole_image_splits)")
+
+
 def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
-    """Check store, architectures, run config file and every run's resolved config.
+    """Check stores, architectures, run config file, evaluated splits and every run's config.
 
     Returns:
         Every job of the experiment with its resolved run config, in submission order.
 
     Raises:
-        LaunchError: missing store. ConfigError: unknown architecture or a bad override.
+        LaunchError: a missing store (of any fold). ConfigError: unknown architecture, a bad
+        override, or an evaluated split without whole images.
     """
-    check_store(experiment.store)
+    for fold in experiment.folds or [None]:
+        check_store(experiment.store_of(fold))
     check_architectures(experiment.architectures)
     if experiment.run_config is not None and not experiment.run_config.is_file():
         raise ConfigError(f"run config {experiment.run_config} does not exist")
+    check_evaluation_splits(experiment)
     return [ResolvedRun(run, resolve_run(experiment, run)) for run in experiment.runs()]

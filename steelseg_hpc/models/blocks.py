@@ -13,13 +13,15 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from kornia.filters import MaxBlurPool2D
+from torch.utils.checkpoint import checkpoint
 
 from steelseg_hpc.core.errors import ConfigError
 
@@ -179,11 +181,41 @@ class Downsample(nn.Module):
         return self.pool(x)
 
 
+#: The most elements one bilinear resize may write. CUDA's upsample kernels index with 32-bit
+#: integers and fail beyond INT_MAX: UNet 3+ at 800 px and batch 16 upsamples the bottleneck to
+#: [16, 1024, 400, 400] (2.6e9 elements) in the paper's skip order.
+MAX_RESIZE_ELEMENTS = 2**31 - 1
+
+
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize to ``size`` (H, W); a no-op when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """Bilinear resize to ``size`` (H, W); a no-op when the size already matches.
+
+    An output larger than :data:`MAX_RESIZE_ELEMENTS` is resized in slices of the batch (and, if
+    one sample is still too large, of its channels). Every output pixel depends only on its own
+    (sample, channel) plane, so the slices give exactly the unsliced values and gradients.
+
+    Example:
+        >>> upsample_to(torch.zeros(2, 3, 4, 5), (8, 10)).shape
+        torch.Size([2, 3, 8, 10])
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
         return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    batch, channels = x.shape[:2]
+    plane = size[0] * size[1]
+    limit = MAX_RESIZE_ELEMENTS
+    if batch * channels * plane <= limit:
+        return _bilinear(x, size)
+    if channels * plane <= limit:
+        samples = max(1, limit // (channels * plane))
+        return torch.cat([_bilinear(part, size) for part in x.split(samples, dim=0)], dim=0)
+    planes = max(1, limit // plane)
+    return torch.cat([torch.cat([_bilinear(part, size) for part in sample.split(planes, dim=1)], dim=1)
+                      for sample in x.split(1, dim=0)], dim=0)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -262,6 +294,13 @@ def check_skip_order(skip_order: str) -> str:
     return skip_order
 
 
+def check_flag(field: str, value: object) -> bool:
+    """Validate an on/off option (a TOML ``true``/``false``, not a string or a number)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field} must be true or false, got {value!r}")
+    return value
+
+
 def check_dilation_rates(rates: Sequence[int]) -> tuple[int, int]:
     """Validate ``dilation_rates``: two positive integers, one per conv of a DoubleConv."""
     rates = tuple(int(r) for r in rates)
@@ -270,26 +309,96 @@ def check_dilation_rates(rates: Sequence[int]) -> tuple[int, int]:
     return rates  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Undo what a forward inside the block does to the BatchNorm running statistics of ``module``.
+
+    Activation checkpointing runs a stage's forward a second time during backward; in training
+    mode that second pass would update every running mean and variance (and batch count) again,
+    so a checkpointed model would evaluate differently from an uncheckpointed one.
+
+    Example:
+        >>> bn = nn.BatchNorm2d(2).train()
+        >>> with running_stats_kept(bn):
+        ...     _ = bn(torch.randn(4, 2, 3, 3) + 5)
+        >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+        ([0.0, 0.0], 0)
+    """
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms]
+    try:
+        yield
+    finally:
+        for norm, mean, var, count in saved:
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.num_batches_tracked.copy_(count)
+
+
 class AggregationStage(nn.Module):
     """One decoder stage: project every source to the stage's scale and width, concat, fuse.
 
     ``sources`` lists ``(in_channels, down_factor, coarser)`` per input, in forward order; each
     becomes a :class:`SkipProjection` to ``branch_channels``; ``fuse`` maps the concatenation.
+
+    With ``checkpointed`` (activation checkpointing) a training forward keeps only the stage's
+    inputs and recomputes its upsampled, projected and concatenated maps during backward: the
+    full-resolution ones are most of a UNet 3+'s activation memory. Outputs and gradients are
+    those of the plain stage.
     """
 
     def __init__(self, sources: Sequence[tuple[int, int, bool]], branch_channels: int,
                  fuse: nn.Module, options: BlockOptions, skip_kernel_size: int,
-                 skip_order: str) -> None:
+                 skip_order: str, checkpointed: bool = False) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             SkipProjection(c, branch_channels, options, skip_kernel_size, skip_order, down, coarser)
             for c, down, coarser in sources
         )
         self.fuse = fuse
+        self.checkpointed = checkpointed
 
     def forward(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        if not (self.checkpointed and self.training and torch.is_grad_enabled()):
+            return self._aggregate(tuple(size), *inputs)
+        if torch.compiler.is_compiling():
+            # The compiled graph recomputes from its functional forward, which updates the
+            # running statistics once; the eager-only guard below is neither needed nor traceable.
+            return checkpoint(self._aggregate, tuple(size), *inputs, use_reentrant=False)
+        return checkpoint(self._aggregate, tuple(size), *inputs, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), running_stats_kept(self)))
+
+    def _aggregate(self, size: tuple[int, int], *inputs: torch.Tensor) -> torch.Tensor:
         parts = [branch(x, size) for branch, x in zip(self.branches, inputs, strict=True)]
         return self.fuse(torch.cat(parts, dim=1))
+
+
+def channels_last_activations(model: nn.Module) -> nn.Module:
+    """Make every convolution of ``model`` emit channels-last maps, leaving parameters as they are.
+
+    A conv runs in channels-last (NHWC) when its input or its weight is in that format, and
+    then emits it, so once the first map is channels-last the whole network is. Converting the
+    weights (``model.to(memory_format=torch.channels_last)``) would be the usual seed, but
+    DeepSpeed keeps parameters contiguous: it broadcasts them as bytes and flattens them into
+    ZeRO buckets. Nor can a one-channel SEM input carry the format: with C = 1 both layouts are
+    the same bytes and PyTorch reads the tensor as contiguous. So each conv's output is made
+    channels-last instead; after the first conv that is a no-op. Returns ``model``.
+
+    Example:
+        >>> conv = channels_last_activations(nn.Conv2d(1, 4, 3))
+        >>> conv(torch.zeros(1, 1, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+        True
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(_to_channels_last)
+    return model
+
+
+def _to_channels_last(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous(memory_format=torch.channels_last)
 
 
 def encoder_widths(base_channels: int) -> list[int]:

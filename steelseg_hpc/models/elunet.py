@@ -37,6 +37,7 @@ from steelseg_hpc.models.blocks import (
     Encoder,
     PaddedSegmenter,
     check_dilation_rates,
+    check_flag,
     check_skip_order,
     encoder_widths,
 )
@@ -56,11 +57,14 @@ class ELUNet(PaddedSegmenter):
         skip_order: "resample-then-conv" (paper order) or "conv-then-resample".
         deep_supervision: side outputs from decoder stages 1..3 (an extension; the paper trains
             the single output).
+        activation_checkpointing: recompute each decoder stage in backward instead of keeping
+            its activations (see :class:`~steelseg_hpc.models.blocks.AggregationStage`).
     """
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int,
                  options: BlockOptions, dilation_rates: Sequence[int], skip_kernel_size: int,
-                 skip_order: str, deep_supervision: bool) -> None:
+                 skip_order: str, deep_supervision: bool,
+                 activation_checkpointing: bool = False) -> None:
         super().__init__()
         widths = encoder_widths(base_channels)
         self.deep_supervision = deep_supervision
@@ -73,7 +77,8 @@ class ELUNet(PaddedSegmenter):
             fuse_in = (2 + len(deeper)) * widths[level]
             fuse = DoubleConv(fuse_in, widths[level], options)
             self.decoder.append(AggregationStage([previous, same_scale, *deeper], widths[level],
-                                                 fuse, options, skip_kernel_size, skip_order))
+                                                 fuse, options, skip_kernel_size, skip_order,
+                                                 activation_checkpointing))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.side_heads = nn.ModuleList(
             nn.Conv2d(widths[level], num_classes, 1) for level in (1, 2, 3)
@@ -96,7 +101,7 @@ def build_elunet(in_channels: int = 1, num_classes: int = 3, *, base_channels: i
                  pooling: str = "max", activation: str = "relu", norm: str = "batch",
                  glu_mode: str = "pointwise", skip_kernel_size: int = 3,
                  skip_order: str = "resample-then-conv",
-                 deep_supervision: bool = False) -> ELUNet:
+                 deep_supervision: bool = False, activation_checkpointing: bool = False) -> ELUNet:
     """Build an ELU-Net; every keyword is an ablation knob (see :class:`ELUNet`).
 
     Example:
@@ -107,7 +112,7 @@ def build_elunet(in_channels: int = 1, num_classes: int = 3, *, base_channels: i
                            glu_mode=glu_mode, pooling=pooling)
     return ELUNet(in_channels, num_classes, base_channels, options,
                   check_dilation_rates(dilation_rates), skip_kernel_size,
-                  check_skip_order(skip_order), deep_supervision)
+                  check_skip_order(skip_order), deep_supervision, check_flag("activation_checkpointing", activation_checkpointing))
 
 
 @register("elunet", family="elunet")

@@ -30,6 +30,7 @@ from steelseg_hpc.models.blocks import (
     Encoder,
     PaddedSegmenter,
     check_dilation_rates,
+    check_flag,
     check_skip_order,
     encoder_widths,
 )
@@ -50,11 +51,14 @@ class UNet3Plus(PaddedSegmenter):
         skip_order: "resample-then-conv" (paper) or "conv-then-resample" (cheaper, see blocks).
         deep_supervision: add a side output per decoder stage and the bottleneck.
         classification_guided: add the classification-guided module (see ``_gate``).
+        activation_checkpointing: recompute each decoder stage in backward instead of keeping
+            its activations (see :class:`~steelseg_hpc.models.blocks.AggregationStage`).
     """
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int,
                  options: BlockOptions, dilation_rates: Sequence[int], skip_kernel_size: int,
-                 skip_order: str, deep_supervision: bool, classification_guided: bool) -> None:
+                 skip_order: str, deep_supervision: bool, classification_guided: bool,
+                 activation_checkpointing: bool = False) -> None:
         super().__init__()
         widths = encoder_widths(base_channels)
         branch, fused = base_channels, 5 * base_channels
@@ -69,8 +73,8 @@ class UNet3Plus(PaddedSegmenter):
                 else:  # coarser decoder maps; level 4 is the bottleneck itself
                     sources.append((widths[4] if src == 4 else fused, 1, True))
             fuse = ConvNormAct(fused, fused, options)
-            self.decoder.append(AggregationStage(sources, branch, fuse, options,
-                                                 skip_kernel_size, skip_order))
+            self.decoder.append(AggregationStage(sources, branch, fuse, options, skip_kernel_size,
+                                                 skip_order, activation_checkpointing))
         self.head = nn.Conv2d(fused, num_classes, 3, padding=1)
         # Side outputs for decoder stages 1..3 (320 channels) and the bottleneck (1024).
         self.side_heads = nn.ModuleList(
@@ -112,7 +116,8 @@ def build_unet3plus(in_channels: int = 1, num_classes: int = 3, *, base_channels
                     pooling: str = "max", activation: str = "relu", norm: str = "batch",
                     glu_mode: str = "pointwise", skip_kernel_size: int = 3,
                     skip_order: str = "resample-then-conv", deep_supervision: bool = False,
-                    classification_guided: bool = False) -> UNet3Plus:
+                    classification_guided: bool = False,
+                    activation_checkpointing: bool = False) -> UNet3Plus:
     """Build a UNet 3+; every keyword is an ablation knob (see :class:`UNet3Plus`).
 
     Example:
@@ -123,7 +128,8 @@ def build_unet3plus(in_channels: int = 1, num_classes: int = 3, *, base_channels
                            glu_mode=glu_mode, pooling=pooling)
     return UNet3Plus(in_channels, num_classes, base_channels, options,
                      check_dilation_rates(dilation_rates), skip_kernel_size,
-                     check_skip_order(skip_order), deep_supervision, classification_guided)
+                     check_skip_order(skip_order), deep_supervision, classification_guided,
+                     check_flag("activation_checkpointing", activation_checkpointing))
 
 
 @register("unet3plus", family="unet3plus")

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import DataError, SteelsegError, TrainingError
-from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, FinalSummary, MetricsRow
+from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow
 from steelseg_hpc.data import check_same_store, open_store, store_identity
 from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
@@ -146,6 +146,10 @@ def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSum
                     final.epochs_completed, run.files.stop_request)
         return final
     more_epochs = config.epochs > final.epochs_completed
+    if final.stopped == STOPPED_ON_BUDGET and "time_budget_s" not in changes:
+        log.warning("%s: stopped at epoch %d when its time budget of %g s of training was used; raise "
+                    "time_budget_s to continue it", run.path, final.epochs_completed, config.time_budget_s)
+        return final
     if final.stopped == "patience" and "patience" not in changes:
         log.warning("%s: stopped early at epoch %d (no better val Dice for %d epochs); raise patience "
                     "to continue it", run.path, final.epochs_completed, config.patience)
@@ -191,7 +195,10 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
 
     Returns:
         The summary also written to ``final.json``: epochs run, best epoch and val Dice, the last
-        metrics line and why the run stopped (``completed`` or ``patience``).
+        metrics line and why the run stopped (``completed``, ``patience``, ``time-budget``: its
+        ``time_budget_s`` of training seconds were used, the last epoch cut short at an
+        optimiser step and then validated and checkpointed like any other, or
+        ``stop-request``).
 
     Raises:
         ConfigError: the config differs from the one saved in ``run_dir`` (other than a raised
@@ -352,6 +359,12 @@ def _explain_extension(engine, config: RunConfig, changes: dict, steps_per_epoch
     return message
 
 
+def _note_budget(progress: EpochProgress, budget: float, epoch: int) -> None:
+    message = f"stopping after epoch {epoch}: the time budget of {budget:g} s of training is used"
+    log.info("%s", message)
+    progress.note(message)
+
+
 def _epoch_line(config: RunConfig, row: MetricsRow, improved: bool) -> str:
     return (f"epoch {row.epoch}/{config.epochs}  loss {_fmt(row.train_loss)}  val Dice {_fmt(row.val_dice)}"
             f"{' (best)' if improved else ''}  mIoU {_fmt(row.val_miou)}  {_fmt(row.tiles_per_s, '.1f')} tiles/s"
@@ -365,10 +378,17 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
     noise = _noise_estimator(config, env.world_size)
     state = _resume(engine, checkpoints, run, env, noise, weights_meta.kind)
     stop_reason, last_row = "completed", None
+    # Training seconds of the epochs already finished (the resumed checkpoint's): what a time
+    # budget has used. A resumed mid-epoch's own seconds travel in its epoch state.
+    trained_seconds = _broadcast(sum(row.train_seconds or 0.0 for row in run.read_metrics())
+                                 if env.is_main else None)
+    budget = config.time_budget_s or None
+    compile_pending = config.compile  # the first step this process trains compiles the model
     with EpochProgress(enabled=config.progress and env.is_main) as progress:
         start = (f"{config.model.name} on {config.data.store}: {env.world_size} rank(s), "
                  f"{loaders.steps_per_epoch} steps/epoch, ZeRO-{config.zero_stage}, "
-                 f"{precision.resolved} ({precision.reason})")
+                 f"{precision.resolved} ({precision.reason})"
+                 + (f", time budget {budget:g} s of training ({trained_seconds:.0f} s used)" if budget else ""))
         log.info("training %s", start)
         progress.note(f"training {start}")
         if state["tag"] is not None:
@@ -380,6 +400,10 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
             log.info("%s", message)
             progress.note(message)
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            if budget is not None and trained_seconds >= budget:
+                stop_reason = STOPPED_ON_BUDGET
+                _note_budget(progress, budget, state["epoch"])
+                break
             torch.manual_seed(config.seed + 1000 * epoch + env.rank)
             reset_peak_memory()
             epoch_start = time.perf_counter()
@@ -387,7 +411,9 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
             earlier_seconds = resumed.epoch_seconds if resumed else 0.0
             try:
                 stats = train_one_epoch(engine, loaders, epoch, metrics, device, noise, progress,
-                                        env.world_size, stop=stop, resume=resumed, epochs=config.epochs)
+                                        env.world_size, stop=stop, resume=resumed, epochs=config.epochs,
+                                        budget_s=None if budget is None else budget - trained_seconds,
+                                        exclude_first_step=compile_pending)
             except EpochStopped as stopped:
                 if stopped.signal_number == STOP_FILE:
                     # Asked to end (a sweep pruned the run): no requeue, the epoch is not finished.
@@ -402,9 +428,12 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
                     tag = _save_mid_epoch(checkpoints, engine, env, state, stopped.state, noise, weights_meta)
                 raise TrainingPreempted(tag, epoch, stopped.state.micro_batches,
                                         stopped.signal_number) from None
+            compile_pending = False
+            cut_short = stats.pop("budget_reached")
             stats.update(validate(engine, loaders, metrics, device))
             # Every rank must take the same best/patience decisions: rank 0's figures are the record.
             stats = _broadcast(stats)
+            trained_seconds += stats["train_seconds"]
             score = stats["val_dice"]
             improved = score is not None and (state["best_score"] is None or score > state["best_score"])
             if improved:
@@ -426,6 +455,10 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
             line = _epoch_line(config, last_row, improved)
             log.info("%s", line)
             progress.end_epoch(line)
+            if cut_short:
+                stop_reason = STOPPED_ON_BUDGET
+                _note_budget(progress, budget, epoch)
+                break
             if config.patience and state["bad_epochs"] >= config.patience:
                 stop_reason = "patience"
                 log.info("stopping: val Dice did not improve for %d epochs", config.patience)

@@ -100,6 +100,9 @@ class RunConfig(StrictModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     grad_clip: float = Field(1.0, ge=0)
     sync_batchnorm: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    time_budget_s: float = Field(0.0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     progress: bool = True
     model: ModelSection = ModelSection()
@@ -133,9 +136,15 @@ FLAG_KEYS = {
 # Keys that may differ when an existing run is resumed: they change neither the model nor the
 # optimisation trajectory.
 # data.store may be given by another path: the run checks the store's identity instead.
-RESUMABLE_CHANGES = {"data.num_workers", "data.prefetch_factor", "data.pin_memory", "progress", "data.store"}
+# channels_last, compile and activation checkpointing change how a step is computed, not what
+# (equal outputs and gradients within float tolerance), so a run may resume on a machine where
+# another setting is faster.
+RESUMABLE_CHANGES = {"data.num_workers", "data.prefetch_factor", "data.pin_memory", "progress", "data.store",
+                     "channels_last", "compile", "model.activation_checkpointing"}
 #: Keys a resume may raise: the run is extended from its latest checkpoint.
-EXTENDABLE = ("epochs", "patience")
+EXTENDABLE = ("epochs", "patience", "time_budget_s")
+#: Keys whose 0 means "no limit": more than any number.
+UNLIMITED_AT_ZERO = ("patience", "time_budget_s")
 
 
 def default_config_dict() -> dict[str, Any]:
@@ -243,13 +252,12 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _reach(key: str, value: int) -> float:
-    # patience 0 means "never stop early": more patience than any number
-    return float("inf") if key == "patience" and value == 0 else float(value)
+def _reach(key: str, value: float) -> float:
+    return float("inf") if key in UNLIMITED_AT_ZERO and value == 0 else float(value)
 
 
-def extensions(saved: RunConfig, requested: RunConfig) -> dict[str, tuple[int, int]]:
-    """The keys a resume raises (more ``epochs``, more ``patience``), as ``{key: (old, new)}``.
+def extensions(saved: RunConfig, requested: RunConfig) -> dict[str, tuple[float, float]]:
+    """The keys a resume raises (more ``epochs``, ``patience`` or ``time_budget_s``), as ``{key: (old, new)}``.
 
     Example:
         >>> old, new = RunConfig(epochs=2), RunConfig(epochs=3)
@@ -263,7 +271,8 @@ def extensions(saved: RunConfig, requested: RunConfig) -> dict[str, tuple[int, i
 def config_differences(saved: RunConfig, requested: RunConfig) -> list[str]:
     """Dotted keys whose values differ and that a resume may not change, as ``key: a -> b``.
 
-    Raising ``epochs`` or ``patience`` (:func:`extensions`) is allowed; lowering them is not.
+    Raising ``epochs``, ``patience`` or ``time_budget_s`` (:func:`extensions`) is allowed;
+    lowering them is not.
     """
     old = _flatten(saved.model_dump(mode="json"))
     new = _flatten(requested.model_dump(mode="json"))

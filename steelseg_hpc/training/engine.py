@@ -6,6 +6,12 @@ The loss is computed inside the module DeepSpeed wraps (:class:`TrainStep`), so 
 forward covers it: autocast for bf16, and the parameter hooks of ZeRO-3. The loss itself always
 runs in fp32 with autocast off, whatever the model computed in.
 
+``channels_last`` makes the inputs and every activation channels-last (NHWC) while the
+parameters stay contiguous for DeepSpeed (see
+:func:`~steelseg_hpc.models.blocks.channels_last_activations`); ``compile`` compiles the model's
+forward in place (``nn.Module.compile``), so its state-dict keys, and so checkpoints and
+evaluation, are those of the eager model. The loss stays eager.
+
 Example:
     >>> engine, step = build_engine(config, env, num_classes=3, steps_per_epoch=10)  # doctest: +SKIP
     >>> loss, logits = engine(images, masks)  # doctest: +SKIP
@@ -23,7 +29,9 @@ import torch.nn as nn
 
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import build_model
+from steelseg_hpc.models.blocks import channels_last_activations
 from steelseg_hpc.models.losses import SegmentationLoss
+from steelseg_hpc.training.compiling import check_compile
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.deepspeed_config import build_deepspeed_config
 from steelseg_hpc.training.distributed import DistEnv, import_deepspeed
@@ -44,18 +52,22 @@ class TrainStep(nn.Module):
     Models that need the ground truth to build prompts (SAM box mode) provide
     ``loss_and_logits(images, masks, loss_fn)``; for the others this is ``loss_fn(model(images))``.
     With deep supervision the loss sees every output and the main one is returned as logits.
+    With ``channels_last`` the images enter the model channels-last.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, channels_last: bool = False):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
+        self.channels_last = channels_last
 
     def fp32_loss(self, logits: Any, masks: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=masks.device.type, enabled=False):
             return self.loss_fn(_as_fp32(logits), masks)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         if hasattr(self.model, "loss_and_logits"):
             loss, logits = self.model.loss_and_logits(images, masks, self.fp32_loss)
         else:
@@ -66,9 +78,16 @@ class TrainStep(nn.Module):
 
 
 def build_model_for_run(config: RunConfig, num_classes: int) -> nn.Module:
-    """The run's architecture with its options (seeded, so every rank starts identical)."""
+    """The run's architecture with its options (seeded, so every rank starts identical).
+
+    With ``channels_last`` its activations are channels-last; ``compile`` is applied by
+    :func:`build_engine`, which first checks that torch.compile can run on the device.
+    """
     torch.manual_seed(config.seed)
-    return build_model(config.model.name, in_channels=1, num_classes=num_classes, **config.model.options())
+    model = build_model(config.model.name, in_channels=1, num_classes=num_classes, **config.model.options())
+    if config.channels_last:
+        channels_last_activations(model)
+    return model
 
 
 def build_loss(config: RunConfig, num_classes: int) -> nn.Module:
@@ -89,17 +108,25 @@ def build_engine(config: RunConfig, env: DistEnv, num_classes: int, steps_per_ep
 
     Returns:
         ``(engine, train_step)``: ``engine`` wraps ``train_step`` (a :class:`TrainStep`).
+
+    Raises:
+        ConfigError: ``compile = true`` where torch.compile cannot run, ``sync_batchnorm``
+            without GPUs, or a model without trainable parameters.
     """
     deepspeed = import_deepspeed()
+    device_type = device.type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if config.compile:
+        check_compile(device_type)
     if precision is None:
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
         precision = resolve_precision(config.precision, device_type).resolved
     model = build_model_for_run(config, num_classes)
     if config.sync_batchnorm and env.world_size > 1:
         if not torch.cuda.is_available():
             raise ConfigError("sync_batchnorm needs CUDA GPUs; set sync_batchnorm = false on the CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    step = TrainStep(model, build_loss(config, num_classes))
+    if config.compile:
+        model.compile()
+    step = TrainStep(model, build_loss(config, num_classes), channels_last=config.channels_last)
     if device is not None:
         step = step.to(device)
     ds_config = build_deepspeed_config(config, env.world_size, steps_per_epoch, precision)

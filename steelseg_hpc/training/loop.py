@@ -9,6 +9,13 @@ Before each optimiser step (so never inside a gradient-accumulation cycle) the l
 any rank received a stop signal (:class:`~steelseg_hpc.training.preemption.StopRequest`); if so
 every rank raises :class:`~steelseg_hpc.training.epoch_state.EpochStopped` with its running
 state, which the caller saves as a mid-epoch checkpoint. ``resume`` continues such an epoch.
+At the same boundary, and in the same all-reduce, it asks whether any rank has used up the
+epoch's share of a time budget; then the epoch ends there, short, and says so
+(``budget_reached``).
+
+The first optimiser step after ``torch.compile`` compiles the model: with
+``exclude_first_step`` its seconds are reported as ``compile_seconds`` and left out of
+``tiles_per_s`` (they stay in ``train_seconds``, which is what a time budget counts).
 
 Example:
     >>> stats = train_one_epoch(engine, loaders, epoch=1, ...)  # doctest: +SKIP
@@ -58,17 +65,18 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item() > 0)
 
 
-def _stop_signal_on_any_rank(stop: StopRequest, device: torch.device) -> int:
-    """The stop signal's number if any rank received one (0 if none): one tiny all-reduce(MAX).
+def _boundary_poll(stop: StopRequest | None, over_budget: bool, device: torch.device) -> tuple[int, bool]:
+    """Whether any rank received a stop signal (its number, else 0) or is over its time budget.
 
-    Every rank learns the number, also those the signal did not reach, so all react alike.
+    One tiny all-reduce(MAX) answers both, so every rank learns the same, also those the signal
+    did not reach or whose clock is a little behind, and all react at the same step.
     """
-    received = stop.poll()
+    received = stop.poll() if stop is not None else 0
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return received
-    tensor = torch.tensor([float(received)], device=device)
+        return received, over_budget
+    tensor = torch.tensor([float(received), 1.0 if over_budget else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
+    return int(tensor[0].item()), bool(tensor[1].item() > 0)
 
 
 def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
@@ -82,7 +90,8 @@ def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
 def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch.device,
                     noise: GradientNoiseScale | None, progress: EpochProgress,
                     world_size: int, stop: StopRequest | None = None,
-                    resume: EpochState | None = None, epochs: int | None = None) -> dict[str, float]:
+                    resume: EpochState | None = None, epochs: int | None = None,
+                    budget_s: float | None = None, exclude_first_step: bool = False) -> dict[str, Any]:
     """Train for one epoch; returns loss, train metrics, tiles/s and the step count.
 
     Args:
@@ -90,6 +99,15 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
         resume: The state of this epoch saved by an interrupted run: its micro-batches are
             skipped and its running sums, train confusion counts and RNG states restored.
         epochs: The run's number of epochs (for the progress bar).
+        budget_s: Training seconds this epoch may use (counting those of ``resume``); checked
+            before each optimiser step after the first. None: no budget.
+        exclude_first_step: Time the first optimiser step separately (``compile_seconds``) and
+            leave it out of ``tiles_per_s``.
+
+    Returns:
+        ``train_loss``, ``train_pixel_accuracy``, ``train_dice``, ``train_miou``,
+        ``train_seconds``, ``tiles_per_s``, ``compile_seconds`` (None unless excluded) and
+        ``budget_reached`` (the epoch ended early on the time budget).
 
     Raises:
         EpochStopped: ``stop`` was requested on some rank (raised on every rank, at the same step).
@@ -114,13 +132,21 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                          completed=micro_steps // accumulation)
     tiles_per_step = engine.train_micro_batch_size_per_gpu() * accumulation * world_size
     start = time.perf_counter()
+    first_step_end, first_step_micro, budget_reached = None, micro_steps, False
     batches = batches_of(loaders.train)
     try:
         while micro_steps < loaders.micro_batches_per_epoch:
             # Between optimiser steps nothing is half-accumulated, so this is where a stop loses
             # no work; checking before fetching the batch also avoids loading one in vain.
-            signal_number = (_stop_signal_on_any_rank(stop, device)
-                             if stop is not None and micro_steps % accumulation == 0 else 0)
+            signal_number, over_budget = 0, False
+            if micro_steps % accumulation == 0 and (stop is not None or budget_s is not None):
+                # Not before the epoch's first step: the caller starts no epoch without budget left.
+                over_budget = (budget_s is not None and micro_steps > first_micro_step
+                               and state.train_seconds + time.perf_counter() - start >= budget_s)
+                signal_number, over_budget = _boundary_poll(stop, over_budget, device)
+            if over_budget and not signal_number:
+                budget_reached = True
+                break
             if signal_number:
                 state.micro_batches, state.loss_sum = micro_steps, float(loss_sum)
                 state.train_seconds += time.perf_counter() - start
@@ -159,17 +185,33 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                     if big is not None:
                         noise.update(sum(small_norms) / len(small_norms), big)
                     small_norms = []
+                if exclude_first_step and first_step_end is None:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # its queued kernels belong to the excluded step
+                    first_step_end, first_step_micro = time.perf_counter(), micro_steps
                 progress.advance(loss_value, tiles=tiles_per_step)
     finally:
         if probe is not None:
             probe.remove()
-    seconds = state.train_seconds + time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the last step's kernels belong to this epoch's seconds
+    end = time.perf_counter()
+    seconds = state.train_seconds + end - start
     (mean_loss,) = mean_across_ranks([float(loss_sum) / max(micro_steps, 1)], device)
+    tiles_per_micro_batch = engine.train_micro_batch_size_per_gpu() * world_size
+    compile_seconds = None
+    if first_step_end is not None and micro_steps > first_step_micro:
+        compile_seconds = first_step_end - start
+        tiles_per_s = (micro_steps - first_step_micro) * tiles_per_micro_batch / (end - first_step_end)
+    else:  # nothing excluded, or nothing after the excluded step to measure
+        tiles_per_s = micro_steps * tiles_per_micro_batch / seconds
     result = {
         "train_loss": mean_loss,
         **summarise_metrics(metrics.compute(), "train"),
         "train_seconds": seconds,
-        "tiles_per_s": micro_steps * engine.train_micro_batch_size_per_gpu() * world_size / seconds,
+        "tiles_per_s": tiles_per_s,
+        "compile_seconds": compile_seconds,
+        "budget_reached": budget_reached,
     }
     return result
 

@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def folder_bytes(folder: Path) -> int:

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def _config(args, zero_stage: int, extra: list[str] | None = None):

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -236,8 +237,44 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
         _on_main(env, lock.acquire)
         try:
             return _start(config, run, env, store, arch, base, identity, changes, third_party, stop, restart)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise TrainingError(out_of_memory_advice(config, exc)) from None
         finally:
             lock.release()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def out_of_memory_advice(config: RunConfig, exc: BaseException) -> str:
+    """One line for a step that ran out of memory: where, at what batch, and what to change.
+
+    Example:
+        >>> from steelseg_hpc.training.config import load_run_config
+        >>> config = load_run_config(None, ["micro_batch=8", "grad_accumulation=2"], arch="unet3plus")
+        >>> print(out_of_memory_advice(config, torch.OutOfMemoryError("CUDA out of memory.")))  # doctest: +ELLIPSIS
+        out of memory at micro_batch 8 (global batch 16 on 1 rank(s)): ... --set micro_batch=4 --set grad_accumulation=4 ...
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    micro, accumulation = config.micro_batch, config.grad_accumulation
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    steps = []
+    if micro > 1:
+        smaller = max(1, micro // 2)
+        steps.append(f"--set micro_batch={smaller} --set grad_accumulation={accumulation * micro // smaller}"
+                     " (the same global batch)")
+    if not config.model.options().get("activation_checkpointing") and architecture(config.model.name).family != "sam":
+        steps.append("--set model.activation_checkpointing=true")
+    if config.precision == "fp32":
+        steps.append("--set precision=bf16 (where the GPU has it)")
+    if config.zero_stage < 3:
+        steps.append("--set zero_stage=3")
+    return (f"out of memory at micro_batch {micro} (global batch {micro * accumulation * world} on {world} "
+            f"rank(s)): {first[:160]}. Checkpoints written so far are intact and the same command resumes; "
+            f"first try " + "; or ".join(steps))
 
 
 def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict, identity: dict,

@@ -95,6 +95,38 @@ def test_kill_just_after_a_checkpoint_keeps_that_epochs_metrics_row(unet_run, ti
     assert final["best_epoch"] in [row["epoch"] for row in rows]
 
 
+
+# The second epoch's step runs out of GPU memory, as a batch too large for the card does.
+OOM_IN_EPOCH_2 = """
+import sys
+import torch
+from steelseg_hpc.training import api
+original, calls = api.train_one_epoch, []
+
+def out_of_memory_on_the_second_epoch(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)")
+    return original(*args, **kwargs)
+
+api.train_one_epoch = out_of_memory_on_the_second_epoch
+from steelseg_hpc.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_out_of_memory_is_one_line_with_what_to_change_and_the_run_resumes(tiny_store, tmp_path):
+    run_dir = tmp_path / "oom"
+    args = ["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET]
+    done = subprocess.run([sys.executable, "-c", OOM_IN_EPOCH_2, *args], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    error = one_line_error(done)
+    assert "out of memory at micro_batch" in error and "CUDA out of memory" in error
+    assert "grad_accumulation=" in error and "the same command resumes" in error
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
+    run_cli(args)
+    assert [row["epoch"] for row in read_metrics(run_dir)] == [1, 2, 3]
+
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tiny_store, tmp_path):
     run_dir = tmp_path / "locked"
     args = CLI + ["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET, "--epochs", "50"]

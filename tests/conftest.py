@@ -71,3 +71,4 @@ def no_worker_environment(monkeypatch):
     for name in WORKER_ENVIRONMENT:
         monkeypatch.setenv(name, "")  # recorded, so the original value comes back afterwards
         monkeypatch.delenv(name)
+

@@ -64,10 +64,13 @@ def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, ep
         if "evaluation" in result:
             render_evaluation(result["evaluation"], f"{arch} on the test images · {result['evaluation']['checkpoint']}")
         return
+    if epochs == 0:
+        raise click.BadParameter("0 (prep only) needs --quick; the whole journey trains at least 1 epoch",
+                                 param_hint="--epochs")
     index = launch.ExperimentIndex()
     options = demo_stage.JourneyOptions(
         folder=workdir, dataset=dataset, spec=spec, raw=raw, size=parse_size(size), tile_size=tile_size,
-        workers=workers, width=width, epochs=DEFAULTS["epochs"] if epochs is None else max(epochs, 1), max_train_tiles=max_train_tiles,
+        workers=workers, width=width, epochs=DEFAULTS["epochs"] if epochs is None else epochs, max_train_tiles=max_train_tiles,
         sweep_ranks=parse_int_list(sweep_ranks, "--sweep-ranks", allow_zero=True), index=index)
 
     def show_status(experiment: str, sweep: str) -> None:

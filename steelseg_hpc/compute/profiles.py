@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from steelseg_hpc.compute import slurm
-from steelseg_hpc.core.config import StrictModel, load_toml
+from steelseg_hpc.core.config import StrictModel, find_named_toml, load_toml
 from steelseg_hpc.core.errors import ConfigError, LaunchError
 
 #: Folder (relative to the project root) where profiles are looked up by name.
@@ -80,11 +80,6 @@ class ClusterProfile(StrictModel):
         return self.tasks() * self.nodes
 
 
-def _profile_folders(start: Path) -> list[Path]:
-    """``launch/`` in ``start`` and each parent of it that has one, nearest first."""
-    return [folder / PROFILE_FOLDER for folder in (start, *start.parents) if (folder / PROFILE_FOLDER).is_dir()]
-
-
 def resolve_profile_path(name_or_path: str | Path, start: Path | None = None) -> Path:
     """The TOML file of a profile given by path or by name (``local-cluster``).
 
@@ -95,19 +90,11 @@ def resolve_profile_path(name_or_path: str | Path, start: Path | None = None) ->
         >>> resolve_profile_path("local-cluster").name  # doctest: +SKIP
         'local-cluster.toml'
     """
-    path = Path(name_or_path)
-    if path.is_file():
+    path, known = find_named_toml(name_or_path, PROFILE_FOLDER, start)
+    if path is not None:
         return path
-    text = str(name_or_path)
-    folders = _profile_folders((start or Path.cwd()).absolute())
-    if "/" not in text and not text.endswith(".toml"):
-        for folder in folders:
-            candidate = folder / f"{text}.toml"
-            if candidate.is_file():
-                return candidate
-    known = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
     hint = f"; known profiles: {', '.join(known)}" if known else f"; no {PROFILE_FOLDER}/ folder here or above"
-    raise ConfigError(f"--profile {text}: no such file or profile name{hint}")
+    raise ConfigError(f"--profile {name_or_path}: no such file or profile name{hint}")
 
 
 def load_profile(name_or_path: str | Path, overrides: list[str] | None = None) -> ClusterProfile:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from steelseg_hpc.core.config import StrictModel, load_toml
+from steelseg_hpc.core.config import StrictModel, find_named_toml, load_toml
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.rundir import VALIDATION_METRICS
 
@@ -146,28 +146,17 @@ class SweepSpec(StrictModel):
         return (self.runs_root / self.name).absolute()
 
 
-def _sweep_folders(start: Path) -> list[Path]:
-    return [folder / SWEEP_FOLDER for folder in (start, *start.parents) if (folder / SWEEP_FOLDER).is_dir()]
-
-
 def resolve_sweep_path(name_or_path: str | Path, start: Path | None = None) -> Path:
     """The TOML of a sweep given by path or by name (``lora-rank`` finds ``sweeps/lora-rank.toml``).
 
     Raises:
         ConfigError: neither a file nor a known sweep name (the message lists the known ones).
     """
-    path = Path(name_or_path)
-    if path.is_file():
+    path, known = find_named_toml(name_or_path, SWEEP_FOLDER, start)
+    if path is not None:
         return path
-    text = str(name_or_path)
-    folders = _sweep_folders((start or Path.cwd()).absolute())
-    if "/" not in text and not text.endswith(".toml"):
-        for folder in folders:
-            if (folder / f"{text}.toml").is_file():
-                return folder / f"{text}.toml"
-    known = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
     hint = f"; known sweeps: {', '.join(known)}" if known else f"; no {SWEEP_FOLDER}/ folder here or above"
-    raise ConfigError(f"unknown sweep {text!r}: no such file or sweeps/{text}.toml{hint}")
+    raise ConfigError(f"unknown sweep {str(name_or_path)!r}: no such file or sweeps/{name_or_path}.toml{hint}")
 
 
 def load_sweep(name_or_path: str | Path) -> SweepSpec:

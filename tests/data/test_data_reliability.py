@@ -19,6 +19,7 @@ from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.data import TileDataset, load_spec, open_store, prepare, read_provenance
 
 from .helpers import copy_raw, edit_spec
+from tests.mounts import tmpfs
 
 
 def cli(*args, env=None):
@@ -162,13 +163,8 @@ def test_colour_images_are_converted_with_a_warning(synthetic_raw, tmp_path):
 
 @pytest.fixture
 def read_only_disk(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,ro", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a read-only tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "ro", "size=2m,ro") as mount:
+        yield mount
 
 
 def test_prep_onto_a_read_only_disk_is_one_line(synthetic_raw, read_only_disk):

@@ -44,8 +44,8 @@ def test_three_phases_with_different_textures():
     assert abs(means[0] - means[1]) < 30
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "demo"), "--size", "96x96", "--tile-size", "48", "--workers", "0", "--epochs", "0"])
+def test_quick_demo_with_no_epochs_only_preps(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--quick", "--dir", str(tmp_path / "demo"), "--size", "96x96", "--tile-size", "48", "--workers", "0", "--epochs", "0"])
     assert result.exit_code == 0, result.output
     info = open_store(tmp_path / "demo" / "store.zarr")
     assert info.num_classes == 3 and info.splits["train"] > 0

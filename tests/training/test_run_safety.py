@@ -3,20 +3,19 @@ store, no second history after damage, metrics rows that survive a kill, no sile
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
 from tests.training.helpers import CLI, TINY_SAM, TINY_UNET, read_metrics, run_cli, subprocess_env
+from tests.mounts import tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -222,13 +221,8 @@ def test_run_dir_that_is_a_file_and_val_on_train_are_reported(tiny_store, tmp_pa
 @pytest.fixture
 def small_disk(tmp_path):
     """A 6 MiB tmpfs (root only, as in CI); it is unmounted afterwards."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "small", "size=6m") as mount:
+        yield mount
 
 
 def test_a_full_disk_and_a_read_only_disk_are_one_line(tiny_store, small_disk, tmp_path):

@@ -70,12 +70,22 @@ def run(args) -> dict:
                                         poll_seconds=args.poll, echo=lambda line: None)
         driver.run()
         events = sorted(driver.events, key=lambda e: e["submitted"])
-        finished = {}
+        finished, failed = {}, []
         for trial in driver.study.get_trials():
             final = Path(trial.user_attrs["run_dir"]) / "final.json"
-            finished[trial.user_attrs["job_id"]] = final.stat().st_mtime
+            if trial.state.name != "COMPLETE" or not final.exists():
+                # a failed trial is the driver's result too: reported, never a crash of the benchmark
+                failed.append({"trial": trial.number, "state": trial.state.name,
+                               "reason": trial.user_attrs.get("fail_reason", "")})
+                log = Path(trial.user_attrs["run_dir"]) / "train.log"
+                if log.exists():
+                    print(f"trial {trial.number} train.log tail:\n" + "\n".join(
+                        log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+            if final.exists():
+                finished[trial.user_attrs["job_id"]] = final.stat().st_mtime
         slurm = driver.profile.executor == "slurm"
         spans = {}
+        events = [event for event in events if event["job"] in finished]
         for event in events:
             span = _sacct_span(event["job"]) if slurm else None
             spans[event["job"]] = span or (event["submitted"], finished[event["job"]])
@@ -96,7 +106,7 @@ def run(args) -> dict:
                               "max": round(max(overheads), 3) if overheads else None, "n": len(overheads)},
         "slot_idle_fraction": round(idle, 3), "ideal_slot_idle_fraction": round(ideal, 3),
         "extra_idle_vs_ideal": round(idle - ideal, 3),
-        "trials": args.trials, "parallel": args.parallel, "executor": "slurm" if slurm else "local",
+        "trials": args.trials, "failed_trials": failed, "parallel": args.parallel, "executor": "slurm" if slurm else "local",
         "mean_job_seconds": round(statistics.fmean(durations), 2), "poll_seconds": args.poll,
         "timing_source": "sacct Start/End (1 s resolution)" if slurm else "submission to final.json",
     }

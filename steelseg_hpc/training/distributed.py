@@ -9,7 +9,9 @@ every launcher that is not torchrun:
 - a submitit job (SLURM or local executor) and a plain ``srun`` get them from submitit's
   ``helpers.TorchDistributedEnvironment``: ranks from the job's task variables, the master is the
   first host of the job (loopback when the job has one node), the port is fixed by the job id
-  (so every task agrees and a requeued job reuses it) unless ``MASTER_PORT`` is set;
+  (so every task agrees and a requeued job reuses it) unless ``MASTER_PORT`` is set; a job of one
+  task takes a port that is free right now instead (nobody has to agree on it, and a fixed port
+  can be held by another job's connection on a shared node);
 - a plain ``python`` process on a laptop is rank 0 of 1 on a free local port.
 
 Example:
@@ -90,10 +92,13 @@ def _from_scheduler(environ: Mapping[str, str]) -> DistEnv:
         dist = submitit.helpers.TorchDistributedEnvironment()
         single_node = dist.local_world_size == dist.world_size
         launcher = "slurm" if overlay["SUBMITIT_EXECUTOR"] == "slurm" else overlay["SUBMITIT_EXECUTOR"]
+    port = dist.master_port
+    if dist.world_size == 1 and "MASTER_PORT" not in environ:
+        port = free_port()
     return DistEnv(rank=dist.rank, world_size=dist.world_size, local_rank=dist.local_rank,
                    # one node: loopback works even where the host name does not resolve
                    master_addr="127.0.0.1" if single_node else dist.master_addr,
-                   master_port=dist.master_port, launcher=launcher)
+                   master_port=port, launcher=launcher)
 
 
 def resolve_dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:

@@ -1,4 +1,6 @@
 """Rank and rendezvous come from torchrun, SLURM, or default to a single process."""
+import socket
+
 from steelseg_hpc.training.distributed import resolve_dist_env
 
 
@@ -40,3 +42,18 @@ def test_submitit_local_executor_tasks():
                "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1"}
     env = resolve_dist_env(environ)
     assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.launcher) == (1, 2, 1, "127.0.0.1", "local")
+
+
+def test_a_one_task_job_rendezvous_on_a_port_that_is_free():
+    """submitit's port comes from the job id and may be held by another job's connection."""
+    environ = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "SLURM_JOB_NUM_NODES": "1",
+               "SLURM_JOB_NODELIST": "node7", "SLURM_JOB_ID": "77"}
+    taken = resolve_dist_env(dict(environ, SLURM_NTASKS="2")).master_port  # the job id's port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        port = resolve_dist_env(environ).master_port
+        assert port != taken
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", port))
+    assert resolve_dist_env(dict(environ, MASTER_PORT="29511")).master_port == 29511

@@ -13,14 +13,19 @@ the real driver and launcher. Measured in this one run:
   sacct (the local executor: submission and ``final.json``); ``ideal_slot_idle_fraction``: the
   same for the same job durations packed by an ideal scheduler (no overhead, greedy);
   ``extra_idle_vs_ideal`` is their difference (target < 0.10).
+
+Trials that did not complete are listed in ``failed_trials`` with the driver's reason, measured
+around rather than hidden, and the scratch folder with their jobs' logs is kept (``kept``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import heapq
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,13 +54,29 @@ def ideal_makespan(durations: list[float], slots: int) -> float:
     return max(free)
 
 
+@contextlib.contextmanager
+def _scratch():
+    """A scratch folder, kept when a trial failed or the run crashed (its jobs' logs are in it)."""
+    root = Path(tempfile.mkdtemp(prefix="steelseg-sweep-bench-"))
+    keep: list = []
+    try:
+        yield root, keep
+    except BaseException:
+        keep.append("crashed")
+        raise
+    finally:
+        if keep:
+            print(f"kept {root} for its logs", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def run(args) -> dict:
     from steelseg_hpc.data import load_spec, make_synthetic_dataset, prepare
     from steelseg_hpc.launch import ExperimentIndex
     from steelseg_hpc.sweeps import SweepDriver
 
-    with tempfile.TemporaryDirectory(prefix="steelseg-sweep-bench-") as tmp:
-        root = Path(tmp)
+    with _scratch() as (root, keep):
         spec = make_synthetic_dataset(root / "raw", groups=(3, 3, 3), size=(128, 112), seed=0, tile_size=64)
         prepare(load_spec(spec), root / "store.zarr", workers=0)
         lrs = ", ".join(f"{0.002 * (i + 1):.4f}" for i in range(args.trials))
@@ -77,12 +98,9 @@ def run(args) -> dict:
                 # a failed trial is the driver's result too: reported, never a crash of the benchmark
                 failed.append({"trial": trial.number, "state": trial.state.name,
                                "reason": trial.user_attrs.get("fail_reason", "")})
-                log = Path(trial.user_attrs["run_dir"]) / "train.log"
-                if log.exists():
-                    print(f"trial {trial.number} train.log tail:\n" + "\n".join(
-                        log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
             if final.exists():
                 finished[trial.user_attrs["job_id"]] = final.stat().st_mtime
+        keep.extend(failed)
         slurm = driver.profile.executor == "slurm"
         spans = {}
         events = [event for event in events if event["job"] in finished]
@@ -106,7 +124,7 @@ def run(args) -> dict:
                               "max": round(max(overheads), 3) if overheads else None, "n": len(overheads)},
         "slot_idle_fraction": round(idle, 3), "ideal_slot_idle_fraction": round(ideal, 3),
         "extra_idle_vs_ideal": round(idle - ideal, 3),
-        "trials": args.trials, "failed_trials": failed, "parallel": args.parallel, "executor": "slurm" if slurm else "local",
+        "trials": args.trials, "failed_trials": failed, "kept": str(root) if failed else None, "parallel": args.parallel, "executor": "slurm" if slurm else "local",
         "mean_job_seconds": round(statistics.fmean(durations), 2), "poll_seconds": args.poll,
         "timing_source": "sacct Start/End (1 s resolution)" if slurm else "submission to final.json",
     }

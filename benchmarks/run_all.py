@@ -216,7 +216,15 @@ def main(argv: list[str] | None = None) -> dict:
                         help="print the Markdown table of a results file and run nothing")
     args = parser.parse_args(argv)
     if args.table is not None:
-        print(table(json.loads(args.table.read_text(encoding="utf-8"))))
+        try:
+            recorded = json.loads(args.table.read_text(encoding="utf-8"))
+            problem = None if isinstance(recorded, dict) and isinstance(recorded.get("benchmarks"), dict) \
+                else "no 'benchmarks' object"
+        except (OSError, ValueError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        if problem:
+            parser.exit(2, f"error: {args.table}: expected a results file written by run_all.py ({problem})\n")
+        print(table(recorded))
         return {}
     names = args.only or list(BENCHMARKS)
     results = {"machine": machine(), "benchmarks": {}}

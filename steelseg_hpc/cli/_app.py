@@ -62,6 +62,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click would print the usage block and a hint first: one line names the command instead
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            err_console.print(f"[bold red]error:[/] {exc.format_message()} (see {where} --help)",
+                              highlight=False, soft_wrap=True)
+            sys.exit(2)
         except SteelsegError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)

@@ -1,0 +1,25 @@
+"""click's own usage errors follow the suite's rule: one line naming the option, exit 2."""
+import pytest
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["demo", "--dataset", "bogus"], "Invalid value for '--dataset': 'bogus' is not one of"),
+    (["sweep", "lora-rank", "--parallel", "0"], "Invalid value for '--parallel': 0 is not in the range"),
+    (["status", "--bogus"], "No such option '--bogus'"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["demo", "--epochs", "0"], "0 (prep only) needs --quick"),
+], ids=["choice", "range", "option", "command", "bad-parameter"])
+def test_usage_errors_are_one_line_naming_the_help_to_read(args, expected):
+    result = CliRunner().invoke(main, args, prog_name="steelseg-hpc")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:"), result.output
+    assert "(see steelseg-hpc " in lines[0] and "--help)" in lines[0] and "Usage:" not in result.output
+
+
+def test_help_still_shows_usage():
+    result = CliRunner().invoke(main, ["demo", "--help"], prog_name="steelseg-hpc")
+    assert result.exit_code == 0 and result.output.startswith("Usage: steelseg-hpc demo")

@@ -98,8 +98,12 @@ def status(experiment, watch, as_json, interval, index_path) -> None:
 
     Without EXPERIMENT, the most recently launched one, and every sweep.
     """
+    if watch and as_json:
+        raise click.UsageError("--watch refreshes a table and --json prints once: choose one")
+    if interval <= 0:
+        raise click.BadParameter(f"{interval}: expected seconds > 0", param_hint="--interval")
     index = _index(index_path)
-    if watch and not as_json:
+    if watch:
         _watch(experiment, index, interval)
         return
     rows = launch_stage.collect_status(experiment, index)

@@ -11,7 +11,9 @@ from steelseg_hpc.cli import main
     (["status", "--bogus"], "No such option '--bogus'"),
     (["nosuch"], "No such command 'nosuch'"),
     (["demo", "--epochs", "0"], "0 (prep only) needs --quick"),
-], ids=["choice", "range", "option", "command", "bad-parameter"])
+    (["status", "--watch", "--json"], "--watch refreshes a table and --json prints once"),
+    (["status", "--watch", "--interval", "0"], "Invalid value for --interval: 0.0: expected seconds > 0"),
+], ids=["choice", "range", "option", "command", "bad-parameter", "watch-json", "interval"])
 def test_usage_errors_are_one_line_naming_the_help_to_read(args, expected):
     result = CliRunner().invoke(main, args, prog_name="steelseg-hpc")
     lines = result.output.strip().splitlines()

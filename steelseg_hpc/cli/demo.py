@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from steelseg_hpc import demo as demo_stage
 from steelseg_hpc import launch, sweeps
@@ -26,6 +27,21 @@ def _step(number: int, total: int, title: str) -> None:
 
 def _echo(line: str) -> None:
     console.print(line, highlight=False)
+
+
+#: Flags that only one of the two modes reads; giving one to the other mode is an error, not a no-op.
+JOURNEY_ONLY = ("dataset", "spec", "raw", "width", "max_train_tiles", "sweep_ranks")
+QUICK_ONLY = ("arch",)
+
+
+def _refuse_flags_of_the_other_mode(ctx: click.Context, quick: bool) -> None:
+    given = [name for name in (JOURNEY_ONLY if quick else QUICK_ONLY)
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{flags}: only read {'without' if quick else 'with'} --quick"
+                               + (" (--quick trains one model on synthetic data)" if quick else
+                                  " (the whole journey trains every architecture)"))
 
 
 @main.command()
@@ -57,6 +73,7 @@ def demo(workdir, dataset, spec, raw, quick, size, tile_size, workers, width, ep
     Runs on this machine with the local executor (so `steelseg-hpc status` shows the jobs) and
     ends with the path of the report page. Run it again to resume: finished steps are skipped.
     """
+    _refuse_flags_of_the_other_mode(click.get_current_context(), quick)
     if quick:
         result = demo_stage.quick_demo(workdir or Path("demo"), size=parse_size(size), tile_size=tile_size, workers=workers,
                                        arch=arch, epochs=QUICK_EPOCHS if epochs is None else epochs,

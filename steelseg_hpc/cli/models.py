@@ -9,7 +9,7 @@ from rich.table import Table
 
 from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.models import list_models
-from steelseg_hpc.models.profiling import profile_zoo
+from steelseg_hpc.models.profiling import check_device, profile_zoo
 
 
 @main.command()
@@ -24,6 +24,7 @@ def models(as_json: bool, tile: int, batch: int, base_channels: int | None, arch
            device: str, bf16: bool) -> None:
     """List the architectures: parameters, GFLOPs per tile and peak memory of one training step."""
     names = list(archs) or list_models()
+    check_device(device)
     results = profile_zoo(names, tile=tile, batch=batch, base_channels=base_channels,
                           device=device, bf16=bf16)
     rows = [r.as_dict() if hasattr(r, "as_dict") else {"name": r[0], "error": r[1]} for r in results]

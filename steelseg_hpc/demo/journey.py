@@ -26,7 +26,7 @@ from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.data import load_spec, make_synthetic_dataset, prepare
 from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
-from steelseg_hpc.models import architectures
+from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
 from steelseg_hpc.sweeps.config import SweepSpec
 from steelseg_hpc.sweeps.driver import SweepDriver
@@ -220,6 +220,7 @@ def quick_demo(folder: Path, size: tuple[int, int] = (256, 256), tile_size: int 
                arch: str = "unet3plus", epochs: int = 3, echo: Echo = print,
                step: Callable[[int, int, str], None] = lambda n, total, title: None) -> dict[str, Any]:
     """The short demo: synthetic data → store → one model trained in this process → evaluation."""
+    chosen = architecture(arch)  # an unknown name is refused before anything is written
     total = 2 if epochs == 0 else 4
     step(1, total, "synthetic SEM dataset")
     raw = folder / "raw"
@@ -234,7 +235,10 @@ def quick_demo(folder: Path, size: tuple[int, int] = (256, 256), tile_size: int 
         return {"store": str(store)}
     step(3, total, f"train {arch} ({epochs} epochs, DeepSpeed)")
     run_dir = folder / "runs" / arch
-    overrides = ["model.base_channels=8", "micro_batch=8", "grad_accumulation=2", "data.num_workers=0"]
+    size_down = [f"model.{chosen.width_option}=8"] if chosen.width_option else []
+    if chosen.family == "sam":
+        size_down = SAM_OVERRIDES
+    overrides = [*size_down, "micro_batch=8", "grad_accumulation=2", "data.num_workers=0"]
     final = train(load_run_config(None, overrides, arch=arch, store=store, epochs=epochs), run_dir)
     echo(f"best val Dice {final.best_val_dice:.4f} at epoch {final.best_epoch}; run directory {run_dir}")
     step(4, total, "evaluate whole test images (sliding window)")

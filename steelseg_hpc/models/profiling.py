@@ -34,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models.registry import architecture, build_model
 
 
@@ -193,6 +194,31 @@ def profile_architecture(name: str, *, tile: int = 64, batch: int = 2,
     step_s, peak = measure_step(model, images, masks, bf16=bf16, repeats=repeats,
                                 measure_memory=measure_memory)
     return ArchProfile(label or name, count_parameters(model), gflops, step_s, peak)
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device ``device`` names, or a ConfigError saying why this machine cannot use it.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("gpu0")
+        Traceback (most recent call last):
+        steelseg_hpc.core.errors.ConfigError: device 'gpu0': expected cpu, cuda or cuda:N
+    """
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r}: expected cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"device {device!r}: torch sees no CUDA device on this machine")
+        if chosen.index is not None and chosen.index >= count:
+            raise ConfigError(f"device {device!r}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif chosen.type != "cpu":
+        raise ConfigError(f"device {device!r}: expected cpu, cuda or cuda:N")
+    return chosen
 
 
 def profile_zoo(names: list[str], *, tile: int, batch: int, base_channels: int | None = None,

@@ -13,7 +13,10 @@ from steelseg_hpc.cli import main
     (["demo", "--epochs", "0"], "0 (prep only) needs --quick"),
     (["status", "--watch", "--json"], "--watch refreshes a table and --json prints once"),
     (["status", "--watch", "--interval", "0"], "Invalid value for --interval: 0.0: expected seconds > 0"),
-], ids=["choice", "range", "option", "command", "bad-parameter", "watch-json", "interval"])
+    (["demo", "--arch", "elunet"], "--arch: only read with --quick"),
+    (["demo", "--quick", "--dataset", "metaldam", "--width", "2"], "--dataset, --width: only read without --quick"),
+], ids=["choice", "range", "option", "command", "bad-parameter", "watch-json", "interval", "journey-flag",
+        "quick-flags"])
 def test_usage_errors_are_one_line_naming_the_help_to_read(args, expected):
     result = CliRunner().invoke(main, args, prog_name="steelseg-hpc")
     lines = result.output.strip().splitlines()
@@ -25,3 +28,9 @@ def test_usage_errors_are_one_line_naming_the_help_to_read(args, expected):
 def test_help_still_shows_usage():
     result = CliRunner().invoke(main, ["demo", "--help"], prog_name="steelseg-hpc")
     assert result.exit_code == 0 and result.output.startswith("Usage: steelseg-hpc demo")
+
+
+def test_the_quick_demo_refuses_an_unknown_architecture_before_writing_anything(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--quick", "--arch", "unet4", "--dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "unknown architecture 'unet4'" in result.output
+    assert not (tmp_path / "d").exists()

@@ -36,6 +36,17 @@ def test_unknown_architecture_is_a_one_line_error():
 def test_every_measurement_failing_is_a_failure_not_a_success():
     # a 16 px tile is smaller than the UNet 3+'s four poolings need
     result = CliRunner().invoke(main, ["models", "--tile", "16", "--batch", "1", "--base-channels", "4",
-                                       "--arch", "unet3plus", "--device", "cuda:7"])
+                                       "--arch", "unet3plus"])
     assert result.exit_code == 1, result.output
-    assert "no architecture could be measured on cuda:7" in result.output
+    assert "no architecture could be measured on cpu" in result.output
+
+
+def test_a_device_this_machine_cannot_use_is_one_line_before_anything_runs():
+    import torch
+
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last CUDA device, on any machine
+    for device, expected in ((missing, "torch sees"), ("gpu0", "expected cpu, cuda or cuda:N")):
+        result = CliRunner().invoke(main, ["models", *TINY, "--arch", "elunet", "--device", device])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: device '{device}': ") and expected in lines[0]

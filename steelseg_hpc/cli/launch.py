@@ -164,9 +164,19 @@ def cancel(target, signal_name, index_path) -> None:
 
     TARGET is an experiment name or a job id.
     """
-    rows = launch_stage.cancel(target, _index(index_path), signal_name)
-    verb = f"sent SIG{signal_name} to" if signal_name else "cancelled"
-    console.print(f"{verb} {len(rows)} job(s): {', '.join(row.job_id for row in rows)}")
+    outcome = launch_stage.cancel(target, _index(index_path), signal_name)
+    ended = ""
+    if outcome.ended:
+        counts: dict[str, int] = {}
+        for state in outcome.ended.values():
+            counts[state] = counts.get(state, 0) + 1
+        ended = f"{len(outcome.ended)} job(s) had already ended ({', '.join(f'{s} {n}' for s, n in counts.items())})"
+    if not outcome.acted:
+        console.print(f"nothing to do: {ended or 'no jobs'}", highlight=False)
+        return
+    verb = f"sent SIG{launch_stage.parse_signal(signal_name).name.removeprefix('SIG')} to" if signal_name else "cancelled"
+    console.print(f"{verb} {len(outcome.acted)} job(s): {', '.join(row.job_id for row in outcome.acted)}"
+                  + (f"; {ended}" if ended else ""), highlight=False)
 
 
 def wide_console() -> Console:

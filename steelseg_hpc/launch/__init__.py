@@ -14,6 +14,7 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "TrainingJob",
+    "CancelOutcome",
     "cancel",
     "check_experiment",
     "collect_status",
@@ -22,6 +23,7 @@ __all__ = [
     "launch_experiment",
     "plan_launch",
     "load_experiment",
+    "parse_signal",
     "submit_experiment",
 ]
 
@@ -29,8 +31,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DEFAULT_ARCHITECTURES": "config",
     "Experiment": "config",
     "load_experiment": "config",
+    "CancelOutcome": "control",
     "cancel": "control",
     "job_logs": "control",
+    "parse_signal": "control",
     "Executor": "executor",
     "ExperimentIndex": "index",
     "JobRow": "index",

@@ -1,18 +1,22 @@
 """Act on submitted jobs from any shell: cancel them (or only signal them), read their logs.
 
 Example:
-    >>> cancelled = cancel("smoke")  # every job of the experiment  # doctest: +SKIP
+    >>> outcome = cancel("smoke")  # every job of the experiment that has not ended  # doctest: +SKIP
+    >>> [row.job_id for row in outcome.acted], outcome.ended  # doctest: +SKIP
+    (['41_1'], {'41_0': 'COMPLETED'})
     >>> print(job_logs("41_0")["stderr"])  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from steelseg_hpc.compute import slurm
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
+from steelseg_hpc.launch.status import job_states
 
 #: Signals ``cancel --signal`` may send: USR2 checkpoints and requeues (a simulated preemption),
 #: TERM checkpoints and stops, INT and KILL stop without a checkpoint, USR1 and HUP are passed on.
@@ -39,34 +43,43 @@ def parse_signal(name: str) -> signal.Signals:
     return signal.Signals[f"SIG{short}"]
 
 
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What ``cancel`` did: the jobs it acted on, and those it left alone because they had ended."""
+
+    acted: list[JobRow]
+    ended: dict[str, str]  # job id -> its final state
+
+
 def cancel(target: str, index: ExperimentIndex | None = None, signal_name: str | None = None
-           ) -> list[JobRow]:
+           ) -> CancelOutcome:
     """Cancel an experiment's jobs or one job; or only send them a signal.
 
     On SLURM this is ``scancel`` (every step of the job gets the signal). A local job's training
     processes get SIGTERM (they save at the next optimiser step and stop) and the job shows as
-    CANCELLED.
+    CANCELLED. Jobs that have already ended are left alone: no signal (a local job's pid may
+    belong to another process by now) and no cancellation on record (a FAILED job stays FAILED).
 
     Args:
         target: an experiment name or a job id.
         signal_name: only send this signal instead of cancelling (``"USR2"`` asks the jobs
             to checkpoint and requeue, as a preemption would).
-
-    Returns:
-        The index rows of the jobs acted on.
     """
     index = index or ExperimentIndex()
     sig = parse_signal(signal_name) if signal_name else None
-    rows = resolve_target(target, index)
+    everything = resolve_target(target, index)
+    states = {status.job_id: status.state for status in job_states(everything, index)}
+    ended = {job: state for job, state in states.items() if state in slurm.TERMINAL_STATES}
+    rows = [row for row in everything if row.job_id not in ended]
     slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
     if slurm_ids:
         slurm.cancel(slurm_ids, signal=sig.name.removeprefix("SIG") if sig else None)
     for row in rows:
         if row.executor == "local":
-            local_jobs.signal_job(row.job_id, sig or signal.SIGTERM)
+            local_jobs.signal_job(row.job_id, sig or signal.SIGTERM, row.submitted_at)
         if sig is None:
             index.record_cancellation(row.job_id, "TERM")
-    return rows
+    return CancelOutcome(rows, ended)
 
 
 def job_logs(job_id: str, index: ExperimentIndex | None = None, lines: int | None = None

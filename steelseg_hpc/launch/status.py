@@ -151,7 +151,7 @@ def _local_state(row: JobRow, index: ExperimentIndex) -> tuple[str, str]:
     if known is not None:
         return known
     cancelled = index.cancelled(row.job_id, row.submitted_at)
-    if local_jobs.is_alive(row.job_id):
+    if local_jobs.is_alive(row.job_id, row.submitted_at):
         return ("CANCELLING" if cancelled else "RUNNING"), ""
     if cancelled:
         return "CANCELLED", "cancelled by steelseg-hpc cancel"

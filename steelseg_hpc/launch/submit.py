@@ -44,7 +44,7 @@ def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) ->
             record = states.get(row.job_id)
             active = record is not None and record.state not in slurm.TERMINAL_STATES
         else:
-            active = local_jobs.is_alive(row.job_id)
+            active = local_jobs.is_alive(row.job_id, row.submitted_at)
         if active:
             raise LaunchError(f"{row.arch} seed {row.seed} is still in job {row.job_id} "
                               f"({row.run_dir}); wait for it or: steelseg-hpc cancel {experiment.name}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from click.testing import CliRunner
 from steelseg_hpc.cli import main
 from steelseg_hpc.compute.profiles import load_profile
 from steelseg_hpc.core.rundir import read_metrics
-from steelseg_hpc.launch import cancel, job_logs, submit_experiment
+from steelseg_hpc.launch import JobRow, cancel, collect_status, job_logs, submit_experiment
 from steelseg_hpc.launch.local_jobs import is_alive, task_processes
 
 from .conftest import REPO, tiny_experiment, wait_for_jobs
@@ -52,6 +54,8 @@ def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index):
     time.sleep(3)
     assert len(read_metrics(run_dir)) == epochs  # nothing trains on in the background
     assert "stopped on SIGTERM" in job_logs(row.job_id, index)["stderr"]
+    again = CliRunner().invoke(main, ["cancel", "stopme"], catch_exceptions=False)
+    assert "nothing to do: 1 job(s) had already ended (CANCELLED 1)" in again.output
 
 
 @pytest.mark.slow
@@ -85,3 +89,27 @@ def test_a_damaged_index_is_one_line(index):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
         assert "cannot be read" in result.output and "Traceback" not in result.output
+
+
+def test_an_ended_local_job_whose_pid_was_reused_is_never_signalled(index, tmp_path):
+    """A local job id is a pid; once the job is gone the kernel gives the number to others."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        index.record_experiment("old", tmp_path, None, None, "local")
+        # the job was submitted an hour ago and ended without a result; its pid is now `stranger`'s
+        index.record_job(JobRow(job_id=str(stranger.pid), experiment="old", arch="unet3plus", seed=0,
+                                run_dir=str(tmp_path / "run"), executor="local",
+                                stdout=str(tmp_path / "out"), stderr=str(tmp_path / "err"),
+                                submitted_at=time.time() - 3600))
+        (before,) = collect_status("old", index)
+        assert before.state == "FAILED" and before.reason == "process gone without a result"
+        for args in (["cancel", "old"], ["cancel", "old", "--signal", "TERM"]):
+            result = CliRunner().invoke(main, args, catch_exceptions=False)
+            assert result.exit_code == 0 and "nothing to do: 1 job(s) had already ended (FAILED 1)" in result.output
+        time.sleep(0.3)
+        assert stranger.poll() is None  # still running: nobody signalled it
+        (after,) = collect_status("old", index)
+        assert after.state == "FAILED"  # an ended job's record is not rewritten as CANCELLED
+    finally:
+        stranger.kill()
+        stranger.wait()

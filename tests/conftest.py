@@ -59,6 +59,12 @@ def tiny_store_5(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _private_experiment_index(tmp_path, monkeypatch):
+    """No test reads or writes the user's experiment index (~/.local/share/steelseg-hpc)."""
+    monkeypatch.setenv("STEELSEG_INDEX", str(tmp_path / "index.sqlite"))
+
+
 @pytest.fixture()
 def no_worker_environment(monkeypatch):
     """This process without the Dask worker environment, so a worker can only get it from the factory.

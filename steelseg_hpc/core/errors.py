@@ -17,6 +17,10 @@ class DataError(SteelsegError):
     """Raw images, masks or a Zarr store are missing, unreadable or inconsistent."""
 
 
+class UnknownSplitError(DataError):
+    """A split name that the store does not have (a typo, or another dataset's split)."""
+
+
 class TrainingError(SteelsegError):
     """A training run cannot start or must stop (e.g. a non-finite loss)."""
 

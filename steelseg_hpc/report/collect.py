@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import ConfigError, SteelsegError
+from steelseg_hpc.core.errors import ConfigError, SteelsegError, UnknownSplitError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.models import architecture, architectures, build_model
@@ -46,6 +46,7 @@ class RunRecord:
     evaluation_note: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     tile_size: int | None = None
+    split_unknown: bool = False  # the run's store has no such split (a typo in --split?)
 
     @property
     def name(self) -> str:
@@ -104,11 +105,13 @@ def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> 
     except SteelsegError:
         pass
     evaluation = rundir.read_evaluation(path, split) or rundir.read_evaluation(path, split, tta=True)
-    note = ""
+    note, split_unknown = "", False
     if evaluation is None and evaluate_missing:
         try:
             evaluation = evaluate_run(path, split=split)
             note = "evaluated for this report"
+        except UnknownSplitError as exc:
+            note, split_unknown = f"no {split} evaluation: {exc}", True
         except SteelsegError as exc:
             note = f"no {split} evaluation: {exc}"
     elif evaluation is None:
@@ -116,12 +119,18 @@ def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> 
     if info is not None and info.store:
         tile = info.store.get("tile_size")
     return RunRecord(path, arch or "?", seed, rundir.read_metrics(path), rundir.read_final(path), info,
-                     evaluation, note, options, tile)
+                     evaluation, note, options, tile, split_unknown)
 
 
 def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test",
-                 evaluate_missing: bool = True, sweeps: set[str] = frozenset()) -> list[RunRecord]:
-    """Every run named by ``targets`` (experiment names or run directories), sweeps left out."""
+                 evaluate_missing: bool = True, sweeps: set[str] = frozenset(),
+                 notes: list[str] | None = None) -> list[RunRecord]:
+    """Every run named by ``targets`` (experiment names or run directories), sweeps left out.
+
+    An experiment's run directories that no longer exist are left out, with a line in ``notes``
+    (logged when ``notes`` is None); when none is left, or ``split`` is in no run's store, that is
+    an error rather than an empty report.
+    """
     paths: list[Path] = []
     for target in targets:
         if target in sweeps:
@@ -132,11 +141,27 @@ def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test"
         elif candidate.is_dir():
             paths += sorted(p for p in candidate.iterdir() if rundir.RunFiles(p).config.exists())
         elif index.is_experiment(target):
-            paths += experiment_run_dirs(target, index)
+            recorded = experiment_run_dirs(target, index)
+            present = [path for path in recorded if rundir.RunFiles(path).config.exists()]
+            gone = [str(path) for path in recorded if path not in present]
+            if recorded and not present:
+                raise ConfigError(f"experiment {target!r}: none of its {len(recorded)} run directories exists any "
+                                  f"more (moved or deleted?), e.g. {gone[0]}")
+            if gone:
+                line = (f"experiment {target!r}: {len(gone)} run director{'y is' if len(gone) == 1 else 'ies are'} "
+                        f"gone, left out: {', '.join(gone)}")
+                if notes is None:
+                    log.warning(line)
+                else:
+                    notes.append(line)
+            paths += present
         else:
             raise ConfigError(f"{target!r} is neither a run directory nor an experiment or sweep of the index "
                               f"{index.path}")
-    return [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
+    records = [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
+    if records and all(record.split_unknown for record in records):
+        raise ConfigError(records[0].evaluation_note.split(": ", 1)[1])  # a typo; not a report of nothing
+    return records
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:

@@ -150,7 +150,8 @@ def build_report(targets: list[str], out: Path, split: str = "test", index: Expe
     out = Path(out)
     sweep_names = {entry["name"] for entry in index.sweeps()}
     named_sweeps = [t for t in targets if t in sweep_names]
-    runs = collect_runs([t for t in targets if t not in sweep_names], index, split, evaluate_missing)
+    gone: list[str] = []
+    runs = collect_runs([t for t in targets if t not in sweep_names], index, split, evaluate_missing, notes=gone)
     if not runs and not named_sweeps:
         raise ConfigError(f"nothing to report: {', '.join(targets)} name no run, experiment or sweep")
     groups = group_by_architecture(runs)
@@ -174,7 +175,7 @@ def build_report(targets: list[str], out: Path, split: str = "test", index: Expe
         overlays += _overlay_figures(group, split, plots)
     legend_png = figures.legend_png(class_names) if class_names else None
     legend_file = figures.save(legend_png, plots / "legend.png") if legend_png else None
-    notes = [f"{run.name}: {run.evaluation_note}" for run in runs if run.evaluation is None]
+    notes = gone + [f"{run.name}: {run.evaluation_note}" for run in runs if run.evaluation is None]
     context = {
         "title": title or f"steelseg-hpc report: {', '.join(targets)}",
         "generated": time.strftime("%Y-%m-%d %H:%M"), "version": importlib.metadata.version("steelseg-hpc"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError
+from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError, UnknownSplitError
 from steelseg_hpc.core.io import atomic_write_bytes, atomic_write_json
 from steelseg_hpc.core.rundir import RunFiles, read_run_info
 from steelseg_hpc.data import StoreInfo, WholeImages, check_same_store, open_store
@@ -167,7 +167,7 @@ def evaluate_run(run_dir: Path, split: str = "test", tta: bool = False, checkpoi
     tta = tta or config.eval.tta
     store = run_store(run_dir, store)
     if split not in store.splits:
-        raise DataError(f"--split {split}: the store {store.path} has no such split (it has "
+        raise UnknownSplitError(f"--split {split}: the store {store.path} has no such split (it has "
                         f"{', '.join(store.splits) or 'none'})")
     if not store.whole_images.get(split):
         with_whole = [name for name, count in store.whole_images.items() if count]

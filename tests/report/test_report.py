@@ -18,6 +18,8 @@ from steelseg_hpc.cli import main
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.io import atomic_write_json
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
+from steelseg_hpc.data.store import open_store, store_identity
+from steelseg_hpc.launch import JobRow
 from steelseg_hpc.report import build_report
 from steelseg_hpc.training import load_run_config
 
@@ -25,15 +27,17 @@ CLASSES = ["ferrite", "pearlite", "carbide"]
 
 
 def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_seconds: float = 60.0,
-                  evaluated: bool = True, tiles_per_s: float | None = None, started: str | None = None) -> Path:
+                  evaluated: bool = True, tiles_per_s: float | None = None, started: str | None = None,
+                  store: str = "s.zarr") -> Path:
     """A run directory as the engine writes one, with chosen figures (no training)."""
     run = folder / f"{arch}-s{seed}"
     files = RunFiles(run)
     run.mkdir(parents=True)
     options = ["model.base_channels=4"]
-    files.config.write_text(load_run_config(None, options, arch=arch, store="s.zarr", epochs=3).to_toml())
+    files.config.write_text(load_run_config(None, options, arch=arch, store=store, epochs=3).to_toml())
+    identity = {"tile_size": 64} if store == "s.zarr" else store_identity(open_store(store))
     rundir.write_run_info(files, RunInfo(created="t", arch=arch, model={"total_params": 123456, "arch": arch},
-                                         store={"tile_size": 64},
+                                         store=identity,
                                          starts=[{"precision": "fp32", **({"time": started} if started else {})}]))
     for epoch in (1, 2, 3):
         rundir.append_metrics(files, MetricsRow(
@@ -124,6 +128,33 @@ def test_a_run_without_evaluation_is_reported_missing_not_a_failure(tmp_path, in
     html = (tmp_path / "r" / "report.html").read_text()
     assert "elunet-s0: no test evaluation" in html
     assert "<td>–</td>" in html  # the test figures are shown as missing, not as numbers
+
+
+def test_a_split_that_no_run_has_is_one_line_not_an_empty_report(tmp_path, index_file, tiny_store):
+    run = fabricate_run(tmp_path / "runs", "elunet", 0, 0.6, evaluated=False, store=str(tiny_store))
+    result = CliRunner().invoke(main, ["report", str(run), "--split", "tset", "--out", str(tmp_path / "r"),
+                                       "--index", str(index_file.path)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "--split tset: the store" in line and "has no such split (it has train, val, test)" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_experiment_whose_run_directories_are_gone_says_so(tmp_path, index_file):
+    runs = [fabricate_run(tmp_path / "runs", "unet3plus", seed, 0.7) for seed in (0, 1)]
+    index_file.record_experiment("moved", tmp_path, None, None, "local")
+    for number, run in enumerate(runs):
+        index_file.record_job(JobRow(job_id=str(900 + number), experiment="moved", arch="unet3plus", seed=number,
+                                     run_dir=str(run), executor="local", stdout="o", stderr="e"))
+    shutil.rmtree(runs[0])
+    args = ["report", "moved", "--index", str(index_file.path), "--out", str(tmp_path / "r")]
+    partly = CliRunner().invoke(main, args)
+    assert partly.exit_code == 0, partly.output
+    assert "1 run directory is gone, left out" in partly.output and "1 run(s) of 1 architecture(s)" in partly.output
+    shutil.rmtree(runs[1])
+    gone = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "r2")])
+    assert gone.exit_code == 2 and "none of its 2 run directories exists any more" in gone.output
+    assert not (tmp_path / "r2").exists()
 
 
 def test_nothing_to_report_is_one_line(tmp_path, index_file):

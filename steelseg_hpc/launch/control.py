@@ -90,7 +90,13 @@ def job_logs(job_id: str, index: ExperimentIndex | None = None, lines: int | Non
         LaunchError: the job is not in the index.
     """
     index = index or ExperimentIndex()
-    row = index.find_job(job_id)
+    try:
+        row = index.find_job(job_id)
+    except LaunchError:
+        if not index.is_experiment(job_id):
+            raise
+        jobs = ", ".join(f"{job.job_id} ({job.arch} seed {job.seed})" for job in index.jobs(job_id))
+        raise LaunchError(f"{job_id!r} is an experiment; logs shows one job: {jobs or 'it has none'}") from None
     result = {"stdout_path": row.stdout, "stderr_path": row.stderr}
     for name in ("stdout", "stderr"):
         path = Path(getattr(row, name))

@@ -78,6 +78,10 @@ def test_signal_names_and_unknown_targets_are_one_line_errors(index):
     runner = CliRunner()
     bad_signal = runner.invoke(main, ["cancel", "known", "--signal", "BOGUS"])
     assert bad_signal.exit_code == 2 and "--signal BOGUS: unknown or not allowed; choose one of USR2" in bad_signal.output
+    index.record_job(JobRow(job_id="4711", experiment="known", arch="elunet", seed=1, run_dir="r",
+                            executor="local", stdout="o", stderr="e"))
+    logs = runner.invoke(main, ["logs", "known"])
+    assert logs.exit_code == 2 and "'known' is an experiment; logs shows one job: 4711 (elunet seed 1)" in logs.output
     unknown = runner.invoke(main, ["cancel", "nosuch"])
     assert unknown.exit_code == 2
     assert "'nosuch' is neither an experiment nor a job id" in unknown.output and "known" in unknown.output

@@ -1,7 +1,9 @@
 """CLI commands ``sweep NAME``, ``sweep report NAME`` and ``dashboard`` (registered on the root group)."""
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
 
 import click
@@ -134,6 +136,18 @@ def _study(name: str, storage: str | None, index):
     return load_existing_study(name, open_storage(storage)), folder
 
 
+def _check_can_serve(host: str, port: int) -> None:
+    """A port another server holds, or an address not on this machine, is one line before serving."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the WSGI server does
+            probe.bind((host, port))
+    except OSError as exc:
+        why = "is in use (another dashboard?); choose another --port" if exc.errno == errno.EADDRINUSE else \
+            f"cannot be served here ({exc.strerror})"
+        raise ConfigError(f"--host {host} --port {port}: {host}:{port} {why}") from None
+
+
 @main.command()
 @click.argument("name", required=False)
 @_storage_option
@@ -151,6 +165,7 @@ def dashboard(name, storage, host, port, index_path) -> None:
             raise ConfigError("no sweep has run yet: name one (steelseg-hpc dashboard lora-rank) or pass --storage URL")
         name = name or next(iter(recorded))
         storage = recorded.get(name) or storage_url(None, sweeps.load_sweep(name).folder())
+    _check_can_serve(host, port)
     console.print(f"optuna-dashboard on {storage}: http://{host}:{port}/dashboard/  (Ctrl-C stops it)\n"
                   f"from your laptop: ssh -N -L {port}:{host}:{port} YOUR_LOGIN_NODE, then open that URL",
                   highlight=False)

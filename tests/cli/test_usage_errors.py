@@ -1,4 +1,6 @@
-"""click's own usage errors follow the suite's rule: one line naming the option, exit 2."""
+"""Usage errors follow the suite's rule: one line naming the option, exit 2, nothing started."""
+import socket
+
 import pytest
 from click.testing import CliRunner
 
@@ -34,3 +36,16 @@ def test_the_quick_demo_refuses_an_unknown_architecture_before_writing_anything(
     result = CliRunner().invoke(main, ["demo", "--quick", "--arch", "unet4", "--dir", str(tmp_path / "d")])
     assert result.exit_code == 2 and "unknown architecture 'unet4'" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_dashboard_port_another_server_holds_is_one_line(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(main, ["dashboard", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+                                           "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"error: --host 127.0.0.1 --port {port}: 127.0.0.1:{port} is in use "
+                                     "(another dashboard?); choose another --port")
+    assert not (tmp_path / "x.db").exists()  # nothing opened before the check

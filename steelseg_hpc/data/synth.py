@@ -134,13 +134,19 @@ def make_synthetic_dataset(
             names are replaced).
 
     Raises:
-        ConfigError: ``out`` is a file, or a non-empty folder synth did not make, without ``force``.
+        ConfigError: ``out`` is a file, or a non-empty folder synth did not make, without ``force``;
+            a tile larger than the images, or negative ``copies``.
     """
     width, height = size
     if width < 16 or height < 16:
         raise ConfigError(f"--size must be at least 16x16, got {width}x{height}")
     counts = _default_counts(groups)
     tile = tile_size or min(800, width, height)
+    if not 8 <= tile <= min(width, height):
+        raise ConfigError(f"--tile-size {tile}: expected 8 to {min(width, height)}, the images' short side "
+                          f"({width}x{height}), or prep could cut no tile")
+    if copies < 0:
+        raise ConfigError(f"--copies {copies}: expected 0 or more augmented copies per train tile")
     out = Path(out)
     _refuse_foreign_folder(out, force)
     for g, n_images in enumerate(groups, start=1):

@@ -57,3 +57,8 @@ def test_synth_rejects_bad_arguments(tmp_path):
     assert result.exit_code == 2 and "--groups" in result.stderr
     result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path), "--size", "100"])
     assert result.exit_code == 2 and "WIDTHxHEIGHT" in result.stderr
+    for args, expected in ((["--size", "64x64", "--tile-size", "128"], "--tile-size 128: expected 8 to 64"),
+                           (["--size", "64x48", "--copies", "-1"], "--copies -1: expected 0 or more")):
+        result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "bad"), "--groups", "3,3,3", *args])
+        assert result.exit_code == 2 and expected in result.stderr, result.output
+        assert not (tmp_path / "bad").exists()

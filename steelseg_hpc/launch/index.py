@@ -116,8 +116,8 @@ class ExperimentIndex:
                 (name, str(folder), experiment_file, profile_file, executor, time.time()),
             )
 
-    def record_job(self, row: JobRow) -> None:
-        """Append one submitted job."""
+    def record_job(self, row: JobRow) -> JobRow:
+        """Append one submitted job; returns the row as recorded (with its submission time)."""
         if not row.submitted_at:
             row = JobRow(*astuple(row)[:-1], submitted_at=time.time())
         with self._connect(write=True) as conn:
@@ -125,6 +125,7 @@ class ExperimentIndex:
                 f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 astuple(row),
             )
+        return row
 
     def experiments(self) -> list[str]:
         """Experiment names, most recently launched first."""

@@ -35,7 +35,7 @@ START_SLACK_S = 10.0
 def _tree(pid: int, submitted_at: float | None = None) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
-        if submitted_at is not None and root.create_time() > submitted_at + START_SLACK_S:
+        if submitted_at and root.create_time() > submitted_at + START_SLACK_S:  # 0 / None: not known
             return []  # the pid was reused: this process started after the job was submitted
         return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:

@@ -95,7 +95,7 @@ def submit_experiment(
             run_dir=str(run.run_dir), executor=profile.executor, stdout=str(handle.paths.stdout),
             stderr=str(handle.paths.stderr), epochs_total=item.config.epochs,
         )
-        index.record_job(row)
+        row = index.record_job(row)
         rows.append(row)
         log.info("submitted %s as job %s", job.describe(), row.job_id)
     return rows

@@ -253,7 +253,7 @@ class SweepDriver:
         row = JobRow(job_id=str(handle.job_id), experiment=self.spec.name, arch=config.model.name,
                      seed=config.seed, run_dir=str(run_dir), executor=self.profile.executor,
                      stdout=str(handle.paths.stdout), stderr=str(handle.paths.stderr), epochs_total=config.epochs)
-        self.index.record_job(row)
+        row = self.index.record_job(row)
         trial.set_user_attr("job_id", row.job_id)
         self.in_flight.append(InFlight(trial, slot, run_dir, row))
         self.events.append({"trial": trial.number, "job": row.job_id, "submitted": time.time()})

@@ -44,6 +44,9 @@ def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index):
     (row,) = submit_experiment(exp, load_profile(LOCAL), index)
     run_dir = tmp_path / "stopme" / "unet3plus-s0"
     _wait_for_training(row, run_dir)
+    # the row submit returns is the one recorded: its submission time identifies the job's processes
+    assert row.submitted_at > 0 and is_alive(row.job_id, row.submitted_at)
+    assert task_processes(row.job_id, row.submitted_at)
     tasks = task_processes(row.job_id)
     result = CliRunner().invoke(main, ["cancel", "stopme"], catch_exceptions=False)
     assert result.exit_code == 0 and "cancelled 1 job(s)" in result.output

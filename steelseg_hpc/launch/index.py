@@ -9,9 +9,9 @@ Example:
     >>> import tempfile, os
     >>> index = ExperimentIndex(os.path.join(tempfile.mkdtemp(), "index.sqlite"))
     >>> index.record_experiment("smoke", "/runs/smoke", None, None, "slurm")
-    >>> index.record_job(JobRow("12_0", "smoke", "unet3plus", 0, "/runs/a", "slurm", "o", "e", 2))
-    >>> [row.arch for row in index.jobs("smoke")]
-    ['unet3plus']
+    >>> recorded = index.record_job(JobRow("12_0", "smoke", "unet3plus", 0, "/runs/a", "slurm", "o", "e", 2))
+    >>> [row.arch for row in index.jobs("smoke")], index.jobs("smoke")[0] == recorded, recorded.submitted_at > 0
+    (['unet3plus'], True, True)
 """
 from __future__ import annotations
 

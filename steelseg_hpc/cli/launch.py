@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import click
 from rich import box
@@ -167,9 +168,7 @@ def cancel(target, signal_name, index_path) -> None:
     outcome = launch_stage.cancel(target, _index(index_path), signal_name)
     ended = ""
     if outcome.ended:
-        counts: dict[str, int] = {}
-        for state in outcome.ended.values():
-            counts[state] = counts.get(state, 0) + 1
+        counts = Counter(outcome.ended.values())
         ended = f"{len(outcome.ended)} job(s) had already ended ({', '.join(f'{s} {n}' for s, n in counts.items())})"
     if not outcome.acted:
         console.print(f"nothing to do: {ended or 'no jobs'}", highlight=False)

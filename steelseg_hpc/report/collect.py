@@ -19,13 +19,13 @@ from statistics import fmean, median, stdev
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, SteelsegError, UnknownSplitError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.models import architecture, architectures, build_model
+from steelseg_hpc.models.profiling import forward_gflops
 from steelseg_hpc.sweeps.outcome import gpu_hours
 from steelseg_hpc.training import evaluate_run, load_saved_config
 
@@ -46,7 +46,7 @@ class RunRecord:
     evaluation_note: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     tile_size: int | None = None
-    split_unknown: bool = False  # the run's store has no such split (a typo in --split?)
+    unknown_split: str = ""  # why the run's store has no such split (a typo in --split?), else ""
 
     @property
     def name(self) -> str:
@@ -105,13 +105,13 @@ def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> 
     except SteelsegError:
         pass
     evaluation = rundir.read_evaluation(path, split) or rundir.read_evaluation(path, split, tta=True)
-    note, split_unknown = "", False
+    note, unknown_split = "", ""
     if evaluation is None and evaluate_missing:
         try:
             evaluation = evaluate_run(path, split=split)
             note = "evaluated for this report"
         except UnknownSplitError as exc:
-            note, split_unknown = f"no {split} evaluation: {exc}", True
+            note, unknown_split = f"no {split} evaluation: {exc}", str(exc)
         except SteelsegError as exc:
             note = f"no {split} evaluation: {exc}"
     elif evaluation is None:
@@ -119,7 +119,7 @@ def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> 
     if info is not None and info.store:
         tile = info.store.get("tile_size")
     return RunRecord(path, arch or "?", seed, rundir.read_metrics(path), rundir.read_final(path), info,
-                     evaluation, note, options, tile, split_unknown)
+                     evaluation, note, options, tile, unknown_split)
 
 
 def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test",
@@ -159,8 +159,8 @@ def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test"
             raise ConfigError(f"{target!r} is neither a run directory nor an experiment or sweep of the index "
                               f"{index.path}")
     records = [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
-    if records and all(record.split_unknown for record in records):
-        raise ConfigError(records[0].evaluation_note.split(": ", 1)[1])  # a typo; not a report of nothing
+    if records and all(record.unknown_split for record in records):
+        raise ConfigError(records[0].unknown_split)  # a typo; not a report of nothing
     return records
 
 
@@ -224,11 +224,7 @@ def gflops_per_tile(arch: str, options: dict[str, Any], tile: int, num_classes: 
     options = {k: v for k, v in options.items() if k != _registry_field(arch, "base_option", None)}
     try:
         with torch.device("meta"):
-            model = build_model(arch, in_channels=1, num_classes=num_classes, **options).eval()
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
-                model(torch.zeros(1, 1, tile, tile))
-        return counter.get_total_flops() / 1e9
+            return forward_gflops(build_model(arch, in_channels=1, num_classes=num_classes, **options), tile)
     except Exception as exc:  # noqa: BLE001 - a model that cannot run on meta has no figure, not a failure
         log.info("no GFLOPs for %s: %s", arch, exc)
         return None

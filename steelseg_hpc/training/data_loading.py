@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from steelseg_hpc.core.errors import DataError
+from steelseg_hpc.core.errors import DataError, UnknownSplitError
 from steelseg_hpc.data import StoreInfo, TileDataset
 from steelseg_hpc.training.config import RunConfig
 
@@ -126,7 +126,7 @@ def check_splits(store: StoreInfo, config: RunConfig) -> None:
     """
     for key, split in (("data.train_split", config.data.train_split), ("data.val_split", config.data.val_split)):
         if split not in store.splits:
-            raise DataError(f"{key} = {split!r}: the store {store.path} has no such split "
+            raise UnknownSplitError(f"{key} = {split!r}: the store {store.path} has no such split "
                             f"(it has {', '.join(store.splits) or 'none'})")
         if store.splits[split] == 0:
             raise DataError(f"{key} = {split!r}: the store's split has no tiles")

@@ -222,15 +222,12 @@ def quick_demo(folder: Path, size: tuple[int, int] = (256, 256), tile_size: int 
     """The short demo: synthetic data → store → one model trained in this process → evaluation."""
     chosen = architecture(arch)  # an unknown name is refused before anything is written
     total = 2 if epochs == 0 else 4
+    # the journey's own first two steps, on synthetic data in ``folder``
+    journey = Journey(JourneyOptions(folder=folder, size=size, tile_size=tile_size, workers=workers), echo=echo)
     step(1, total, "synthetic SEM dataset")
-    raw = folder / "raw"
-    spec = raw / "spec.toml" if (raw / "spec.toml").is_file() else make_synthetic_dataset(
-        raw, size=size, tile_size=tile_size, seed=0)
-    echo(f"raw images and spec: {spec}")
+    spec = journey.dataset()
     step(2, total, "prep → Zarr")
-    store = folder / "store.zarr"
-    summary = prepare(load_spec(spec), store, workers=workers)
-    echo(f"{store}: {'up to date' if summary.up_to_date else f'{summary.tiles_written} tiles written'}")
+    store = journey.prep(spec)
     if epochs == 0:
         return {"store": str(store)}
     step(3, total, f"train {arch} ({epochs} epochs, DeepSpeed)")

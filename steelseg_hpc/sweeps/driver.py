@@ -44,13 +44,15 @@ from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.space import SearchSpace
-from steelseg_hpc.sweeps.study import is_rdb, open_storage, open_study, storage_url
+from steelseg_hpc.sweeps.study import is_rdb, open_storage, open_study, recover_journal, storage_url
 from steelseg_hpc.training.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
 #: A job SLURM has not heard of for this long (sacct lags a second or two) has failed.
 UNKNOWN_GRACE_S = 120.0
+#: A failed trial's user attribute: True when the driver runs its parameters once more.
+RETRY_PLANNED = "retry_planned"
 
 
 @dataclass
@@ -154,6 +156,8 @@ class SweepDriver:
         """Run the sweep to the end (or re-attach to it); returns its summary."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with RunLock(self.folder):  # one driver per sweep: the journal has one writer
+            for repair in recover_journal(self.storage_url):
+                self.echo(f"sweep {self.spec.name}: {repair}")
             storage = open_storage(self.storage_url)
             self.study = open_study(self.spec, storage, epochs=self.space.base_config().epochs)
             self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
@@ -169,6 +173,7 @@ class SweepDriver:
             self.index.record_experiment(self.spec.name, self.folder, str(self.spec_file) if self.spec_file else None,
                                          str(self.profile_file) if self.profile_file else None, self.profile.executor)
             self._reattach()
+            self._enqueue_lost_retries()
             while True:
                 self._follow()
                 while len(self.in_flight) < self.spec.parallel and self._launch_next():
@@ -182,28 +187,42 @@ class SweepDriver:
         return self.study.get_trials(deepcopy=False)
 
     def _reattach(self) -> None:
-        """Match every RUNNING trial with its job: follow it, or submit it if it never got one."""
+        """Match every RUNNING trial with its job: follow it, or submit it if it never got one.
+
+        A driver killed between ``ask`` and ``set_user_attr("job_id")`` leaves a trial with some or
+        none of its parameters and maybe a job the index already knows (recorded just before the
+        kill): the trial asks the space again, which returns the values it has, its enqueued fixed
+        values and a draw for the rest, and a job recorded for its run directory is followed, not
+        submitted twice.
+        """
         for frozen in self._trials():
             if frozen.state != TrialState.RUNNING:
                 continue
             trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            slot = frozen.user_attrs.get("slot", 0)
             job_id = frozen.user_attrs.get("job_id")
-            if job_id is None:  # the driver died between asking and submitting
-                self._submit(trial, frozen.user_attrs.get("slot", 0), self._params(frozen))
-                continue
+            if job_id is None:
+                recorded = self._job_recorded_for(frozen)
+                if recorded is None:
+                    self._submit(trial, slot, self.space.suggest(trial))
+                    continue
+                job_id = recorded.job_id
+                trial.set_user_attr("job_id", job_id)
             try:
                 row = self.index.find_job(job_id)
             except SteelsegError:
-                self._fail(trial, frozen.user_attrs.get("slot", 0), f"job {job_id} is not in the index")
+                self._fail(trial, slot, f"job {job_id} is not in the index")
                 continue
-            self.in_flight.append(InFlight(trial, frozen.user_attrs.get("slot", 0), Path(row.run_dir), row,
+            self.in_flight.append(InFlight(trial, slot, Path(row.run_dir), row,
                                            reported=len(frozen.intermediate_values),
                                            stop_requested=RunFiles(row.run_dir).stop_request.exists()))
             self.echo(f"trial {frozen.number}: following job {job_id} again")
 
-    def _params(self, frozen: FrozenTrial) -> dict[str, Any]:
-        trial = optuna.trial.FixedTrial(frozen.params)
-        return self.space.suggest(trial)
+    def _job_recorded_for(self, frozen: FrozenTrial) -> JobRow | None:
+        run_dir = frozen.user_attrs.get("run_dir")
+        if run_dir is None:
+            return None
+        return next((row for row in self.index.jobs(self.spec.name) if row.run_dir == run_dir), None)
 
     def _slots_taken(self) -> dict[int, list[FrozenTrial]]:
         taken: dict[int, list[FrozenTrial]] = {}
@@ -327,13 +346,25 @@ class SweepDriver:
         self.echo(f"trial {number}: COMPLETE, {self.spec.objective.metric} {value:.4f}")
 
     def _fail(self, trial: optuna.trial.Trial, slot: int, reason: str, retry: bool = True) -> None:
-        trial.set_user_attr("fail_reason", reason)
-        frozen = self.study.tell(trial, state=TrialState.FAIL)
-        failures = sum(1 for t in self._slots_taken().get(slot, []) if t.state == TrialState.FAIL)
+        failures = 1 + sum(1 for t in self._slots_taken().get(slot, []) if t.state == TrialState.FAIL)
         again = retry and failures <= self.spec.retries
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr(RETRY_PLANNED, again)  # so a driver killed before enqueueing it still retries
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
         self.echo(f"trial {frozen.number}: FAIL ({reason})" + ("; running its parameters again" if again else ""))
         if again:
-            self.study.enqueue_trial(frozen.params, user_attrs={"slot": slot, "retry_of": frozen.number})
+            self._enqueue_retry(frozen, slot)
+
+    def _enqueue_retry(self, failed: FrozenTrial, slot: int) -> None:
+        self.study.enqueue_trial(failed.params, user_attrs={"slot": slot, "retry_of": failed.number})
+
+    def _enqueue_lost_retries(self) -> None:
+        retried = {t.user_attrs.get("retry_of") for t in self._trials()}
+        for frozen in self._trials():
+            if (frozen.state == TrialState.FAIL and frozen.user_attrs.get(RETRY_PLANNED)
+                    and frozen.number not in retried):
+                self._enqueue_retry(frozen, frozen.user_attrs.get("slot", 0))
+                self.echo(f"trial {frozen.number}: its retry was not queued before the driver stopped; queued now")
 
     def summary(self) -> dict[str, Any]:
         """Trials by state and the best one(s)."""

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -20,6 +21,10 @@ from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.sweeps.config import SweepSpec
 
 JOURNAL = "study.journal"
+#: Where Optuna's JournalFileSymlinkLock puts its lock (the journal's path + ".lock").
+JOURNAL_LOCK_SUFFIX = ".lock"
+#: The end of a journal cut off by a killed writer is moved here, not deleted.
+TORN_SUFFIX = ".torn"
 
 
 def storage_url(url: str | None, folder: Path) -> str:
@@ -51,6 +56,59 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         safe = _without_password(url)
         reason = str(exc).strip().splitlines()[0][:300]
         raise ConfigError(f"--storage {safe}: cannot be reached ({type(exc).__name__}: {reason})") from None
+
+
+def recover_journal(url: str) -> list[str]:
+    """Undo what a killed driver leaves in its journal; call it only while holding the sweep's lock.
+
+    A driver killed while appending leaves Optuna's lock link (every later write waits 30 s for
+    it) and maybe a last line without its newline: Optuna skips such a line when reading, but the
+    next append would join it to a new line and make the whole journal unreadable. With the sweep's
+    lock held no other writer exists, so the link is removed and the torn end moved to
+    ``study.journal.torn``.
+
+    Returns:
+        One line per repair (none for an RDB URL or a sound journal).
+    """
+    if is_rdb(url):
+        return []
+    path, repairs = Path(url), []
+    lock = Path(url + JOURNAL_LOCK_SUFFIX)
+    if lock.is_symlink() or lock.exists():
+        lock.unlink(missing_ok=True)
+        repairs.append(f"removed {lock.name}, left by a driver that did not finish writing")
+    if not path.is_file():
+        return repairs
+    size = path.stat().st_size
+    complete = _end_of_last_line(path, size)
+    if complete < size:
+        with path.open("rb+") as journal:
+            journal.seek(complete)
+            torn = journal.read()
+            with open(url + TORN_SUFFIX, "ab") as kept:
+                kept.write(torn + b"\n")
+                kept.flush()
+                os.fsync(kept.fileno())
+            journal.truncate(complete)
+            journal.flush()
+            os.fsync(journal.fileno())
+        repairs.append(f"moved the torn last entry of {path.name} ({size - complete} bytes) to "
+                       f"{path.name}{TORN_SUFFIX}")
+    return repairs
+
+
+def _end_of_last_line(path: Path, size: int, block: int = 1 << 16) -> int:
+    """The offset just past the journal's last newline (0 if it has none)."""
+    with path.open("rb") as journal:
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            journal.seek(start)
+            newline = journal.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
 
 
 def _without_password(url: str) -> str:

@@ -22,7 +22,8 @@ from PIL import Image
 from steelseg_hpc.cli import main
 from steelseg_hpc.core.rundir import read_final, read_metrics
 from steelseg_hpc.launch import ExperimentIndex
-from steelseg_hpc.sweeps.study import open_storage
+from steelseg_hpc.sweeps.driver import RETRY_PLANNED, SweepDriver
+from steelseg_hpc.sweeps.study import open_storage, open_study
 from tests.launch.conftest import sacct_states
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,6 +196,53 @@ def test_killing_the_driver_and_rerunning_reattaches_to_its_jobs(tiny_store, tmp
     assert all(t.state == TrialState.COMPLETE for t in trials)
     jobs = ExperimentIndex(index).jobs("reattach", latest_only=False)
     assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4  # no job twice, no orphan
+
+
+class KilledBeforeItsJobId:
+    """A trial whose driver dies after the job is submitted and indexed, before the trial hears of it."""
+
+    def __init__(self, trial):
+        self._trial = trial
+
+    def __getattr__(self, name):
+        return getattr(self._trial, name)
+
+    def set_user_attr(self, key, value):
+        if key != "job_id":
+            self._trial.set_user_attr(key, value)
+
+
+def test_every_point_a_killed_driver_can_stop_at_is_picked_up_without_a_second_job(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [0, 4, 8, 16]\n"
+    path = write_sweep(tmp_path, "killed", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    driver = SweepDriver.from_files(path, index=ExperimentIndex(index))
+    driver.folder.mkdir(parents=True)
+    driver.study = study = open_study(driver.spec, open_storage(driver.storage_url), epochs=1)
+    for slot in range(4):
+        study.enqueue_trial(driver.space.encode_fixed(driver.slots[slot]), user_attrs={"slot": slot})
+    study.ask()  # killed right after ask: no parameters yet
+    study.ask().suggest_categorical("seed", list(driver.spec.seeds))  # killed between two suggestions
+    third = study.ask()
+    driver._submit(KilledBeforeItsJobId(third), 2, driver.space.suggest(third))  # job runs, trial unaware
+    fourth = study.ask()
+    driver.space.suggest(fourth)
+    fourth.set_user_attr(RETRY_PLANNED, True)
+    study.tell(fourth, state=TrialState.FAIL)  # killed before its retry was queued
+    journal = Path(driver.storage_url)
+    with journal.open("ab") as tail:
+        tail.write(b'{"op_code":8,"worker_id":"x","trial_id":0,"user_')  # killed mid-append
+    os.symlink(journal, f"{journal}.lock")
+
+    result = sweep(path, index=index)
+    assert "torn last entry" in result.output and "study.journal.lock" in result.output
+    assert "trial 2: following job" in result.output
+    trials = study_of("killed", str(journal)).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["rank"] for t in complete) == [0, 4, 8, 16] and len(trials) == 5
+    assert next(t for t in complete if t.params["rank"] == 16).user_attrs["retry_of"] == fourth.number
+    jobs = ExperimentIndex(index).jobs("killed", latest_only=False)
+    assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4
 
 
 def test_bad_sweep_input_is_one_line_and_queues_nothing(tiny_store, tmp_path):

@@ -202,17 +202,18 @@ class SweepDriver:
             slot = frozen.user_attrs.get("slot", 0)
             job_id = frozen.user_attrs.get("job_id")
             if job_id is None:
-                recorded = self._job_recorded_for(frozen)
-                if recorded is None:
+                row = self._job_recorded_for(frozen)
+                if row is None:
                     self._submit(trial, slot, self.space.suggest(trial))
                     continue
-                job_id = recorded.job_id
+                job_id = row.job_id
                 trial.set_user_attr("job_id", job_id)
-            try:
-                row = self.index.find_job(job_id)
-            except SteelsegError:
-                self._fail(trial, slot, f"job {job_id} is not in the index")
-                continue
+            else:
+                try:
+                    row = self.index.find_job(job_id)
+                except SteelsegError:
+                    self._fail(trial, slot, f"job {job_id} is not in the index")
+                    continue
             self.in_flight.append(InFlight(trial, slot, Path(row.run_dir), row,
                                            reported=len(frozen.intermediate_values),
                                            stop_requested=RunFiles(row.run_dir).stop_request.exists()))
@@ -359,8 +360,9 @@ class SweepDriver:
         self.study.enqueue_trial(failed.params, user_attrs={"slot": slot, "retry_of": failed.number})
 
     def _enqueue_lost_retries(self) -> None:
-        retried = {t.user_attrs.get("retry_of") for t in self._trials()}
-        for frozen in self._trials():
+        trials = self._trials()
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        for frozen in trials:
             if (frozen.state == TrialState.FAIL and frozen.user_attrs.get(RETRY_PLANNED)
                     and frozen.number not in retried):
                 self._enqueue_retry(frozen, frozen.user_attrs.get("slot", 0))

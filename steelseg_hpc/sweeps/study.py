@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 
@@ -79,10 +80,10 @@ def recover_journal(url: str) -> list[str]:
         repairs.append(f"removed {lock.name}, left by a driver that did not finish writing")
     if not path.is_file():
         return repairs
-    size = path.stat().st_size
-    complete = _end_of_last_line(path, size)
-    if complete < size:
-        with path.open("rb+") as journal:
+    with path.open("rb+") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        complete = _end_of_last_line(journal, size)
+        if complete < size:
             journal.seek(complete)
             torn = journal.read()
             with open(url + TORN_SUFFIX, "ab") as kept:
@@ -92,22 +93,21 @@ def recover_journal(url: str) -> list[str]:
             journal.truncate(complete)
             journal.flush()
             os.fsync(journal.fileno())
-        repairs.append(f"moved the torn last entry of {path.name} ({size - complete} bytes) to "
-                       f"{path.name}{TORN_SUFFIX}")
+            repairs.append(f"moved the torn last entry of {path.name} ({size - complete} bytes) to "
+                           f"{path.name}{TORN_SUFFIX}")
     return repairs
 
 
-def _end_of_last_line(path: Path, size: int, block: int = 1 << 16) -> int:
+def _end_of_last_line(journal: BinaryIO, size: int, block: int = 1 << 16) -> int:
     """The offset just past the journal's last newline (0 if it has none)."""
-    with path.open("rb") as journal:
-        end = size
-        while end > 0:
-            start = max(0, end - block)
-            journal.seek(start)
-            newline = journal.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                return start + newline + 1
-            end = start
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        journal.seek(start)
+        newline = journal.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
     return 0
 
 

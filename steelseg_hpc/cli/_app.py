@@ -27,7 +27,7 @@ COMMAND_MODULES = {
     "models": "models",
     "train": "train", "evaluate": "train", "export": "train",
     "launch": "launch", "status": "launch", "logs": "launch", "cancel": "launch",
-    "sweep": "sweep", "dashboard": "sweep",
+    "sweep": "sweep", "dashboard": "dashboard",
     "report": "report",
     "demo": "demo",
 }

@@ -1,9 +1,7 @@
-"""CLI commands ``sweep NAME``, ``sweep report NAME`` and ``dashboard`` (registered on the root group)."""
+"""CLI commands ``sweep NAME`` and ``sweep report NAME`` (registered on the root group)."""
 from __future__ import annotations
 
-import errno
 import json
-import socket
 from pathlib import Path
 
 import click
@@ -11,8 +9,7 @@ from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
 from steelseg_hpc.cli._app import console, main
-from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.sweeps.study import load_existing_study, open_storage, storage_url
+from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage, storage_url
 
 _index_option = click.option(
     "--index", "index_path", type=click.Path(dir_okay=False), default=None,
@@ -67,7 +64,7 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
         _detach(driver, options)
         return
     console.print(f"sweep {driver.spec.name}: {len(driver.slots)} trials, {driver.spec.parallel} at once, "
-                  f"on {driver.profile.executor} ({driver.profile_file}); study in {driver.storage_url}",
+                  f"on {driver.profile.executor} ({driver.profile_file}); study in {display_url(driver.storage_url)}",
                   highlight=False)
     summary = driver.run()
     best = summary["best"]
@@ -134,39 +131,3 @@ def _study(name: str, storage: str | None, index):
         storage = storage_url(storage, folder)
         name = spec.name
     return load_existing_study(name, open_storage(storage)), folder
-
-
-def _check_can_serve(host: str, port: int) -> None:
-    """A port another server holds, or an address not on this machine, is one line before serving."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the WSGI server does
-            probe.bind((host, port))
-    except OSError as exc:
-        why = "is in use (another dashboard?); choose another --port" if exc.errno == errno.EADDRINUSE else \
-            f"cannot be served here ({exc.strerror})"
-        raise ConfigError(f"--host {host} --port {port}: {host}:{port} {why}") from None
-
-
-@main.command()
-@click.argument("name", required=False)
-@_storage_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (keep it local).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@_index_option
-def dashboard(name, storage, host, port, index_path) -> None:
-    """Serve optuna-dashboard on a sweep's storage (default: the most recent sweep's)."""
-    import optuna_dashboard
-
-    if storage is None:
-        index = launch.ExperimentIndex(index_path)
-        recorded = {entry["name"]: entry["storage"] for entry in index.sweeps()}
-        if name is None and not recorded:
-            raise ConfigError("no sweep has run yet: name one (steelseg-hpc dashboard lora-rank) or pass --storage URL")
-        name = name or next(iter(recorded))
-        storage = recorded.get(name) or storage_url(None, sweeps.load_sweep(name).folder())
-    _check_can_serve(host, port)
-    console.print(f"optuna-dashboard on {storage}: http://{host}:{port}/dashboard/  (Ctrl-C stops it)\n"
-                  f"from your laptop: ssh -N -L {port}:{host}:{port} YOUR_LOGIN_NODE, then open that URL",
-                  highlight=False)
-    optuna_dashboard.run_server(open_storage(storage), host=host, port=port)

@@ -44,7 +44,7 @@ from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.space import SearchSpace
-from steelseg_hpc.sweeps.study import is_rdb, open_storage, open_study, recover_journal, storage_url
+from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal, storage_url
 from steelseg_hpc.training.run_lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,9 @@ class SweepDriver:
         self.space.validate(source)
         check_profile(self.profile)
         if is_rdb(self.storage_url):
-            open_storage(self.storage_url)  # reachable now, not after the first trial
+            open_storage(self.storage_url, create=True)  # reachable now, not after the first trial
         elif Path(self.storage_url).is_dir():
-            raise ConfigError(f"--storage {self.storage_url}: is a folder; expected a journal file or an RDB URL")
+            raise ConfigError(f"--storage {display_url(self.storage_url)}: is a folder; expected a journal or an RDB URL")
 
     def plan(self) -> list[dict[str, Any]]:
         """What ``--dry-run`` prints: every trial slot's values and, when nothing is drawn at
@@ -158,7 +158,7 @@ class SweepDriver:
         with RunLock(self.folder):  # one driver per sweep: the journal has one writer
             for repair in recover_journal(self.storage_url):
                 self.echo(f"sweep {self.spec.name}: {repair}")
-            storage = open_storage(self.storage_url)
+            storage = open_storage(self.storage_url, create=True)
             self.study = open_study(self.spec, storage, epochs=self.space.base_config().epochs)
             self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -379,7 +379,7 @@ class SweepDriver:
         if complete and len(self.study.directions) == 1:
             top = max(complete, key=lambda t: t.value)
             best = {"number": top.number, "value": top.value, "params": top.params}
-        return {"sweep": self.spec.name, "storage": self.storage_url, "trials": counts, "best": best,
+        return {"sweep": self.spec.name, "storage": display_url(self.storage_url), "trials": counts, "best": best,
                 "folder": str(self.folder)}
 
 

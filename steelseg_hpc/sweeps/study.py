@@ -37,11 +37,45 @@ def is_rdb(url: str) -> bool:
     return "://" in url
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def display_url(url: str) -> str:
+    """``url`` as it may be printed or logged: an RDB URL's password, and password-like query
+    values, become ``***``; a journal path is shown as it is.
+
+    Parsed by hand rather than with SQLAlchemy's ``make_url``: with an unescaped ``@`` in a
+    password, ``make_url`` takes the password's tail for the host and would show it.
+
+    Example:
+        >>> display_url("mysql+pymysql://me:s3cret@db:3306/optuna?ssl_key=k&password=x")
+        'mysql+pymysql://me:***@db:3306/optuna?ssl_key=k&password=***'
+    """
+    if not is_rdb(url):
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")  # the host follows the last "@"
+    if at:
+        user, colon, _ = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{location}"
+    base, question, query = rest.partition("?")
+    pairs = (pair.partition("=") for pair in query.split("&")) if question else ()
+    query = "&".join(f"{key}={'***' if _is_secret(key) else value}" if eq else key for key, eq, value in pairs)
+    return f"{scheme}://{base}{question}{query}"
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("pass", "pwd", "secret", "token"))
+
+
+def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
     """The Optuna storage behind ``url`` (a journal file path, or an RDB URL).
 
+    Args:
+        url: A journal file path, or an RDB URL.
+        create: Create a journal (and its folders) or SQLite file that does not exist yet: only
+            the sweep's driver does; a reader (status, reports, the dashboard) never creates one.
+
     Raises:
-        ConfigError: the database cannot be reached (the message names the URL, no password).
+        ConfigError: no such journal or SQLite file (when not ``create``), or the database
+            cannot be reached (the message shows :func:`display_url`, no password).
     """
     if not is_rdb(url):
         from optuna.storages.journal import JournalFileBackend
@@ -49,14 +83,57 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path = Path(url)
         if path.exists() and not path.is_file():
             raise ConfigError(f"--storage {url}: is a folder; expected a journal file or an RDB URL")
+        if not create and not path.exists():
+            raise ConfigError(f"--storage {url}: no such journal file; expected the journal of a sweep that has "
+                              "run (steelseg-hpc status lists them) or an RDB URL")
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    database = _sqlite_file(url)
+    if not create and database is not None and not database.is_file():
+        raise ConfigError(f"--storage {url}: no such SQLite file; expected the storage of a sweep that has run")
+    if "@" in (_parsed_host(url) or ""):
+        raise ConfigError(f"--storage {display_url(url)}: an '@' in the user or password must be written %40")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # SQLAlchemy raises driver-specific types for every kind of failure
-        safe = _without_password(url)
         reason = str(exc).strip().splitlines()[0][:300]
-        raise ConfigError(f"--storage {safe}: cannot be reached ({type(exc).__name__}: {reason})") from None
+        for secret in _secrets(url):
+            reason = reason.replace(secret, "***")
+        raise ConfigError(f"--storage {display_url(url)}: cannot be reached ({type(exc).__name__}: {reason})") \
+            from None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for another database or an in-memory one)."""
+    scheme, _, rest = url.partition("://")
+    path = rest[1:].partition("?")[0]
+    if scheme.split("+")[0] != "sqlite" or path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def _parsed_host(url: str) -> str | None:
+    """The host SQLAlchemy reads in ``url`` (None if it cannot parse it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).host
+    except (ArgumentError, ValueError):
+        return None
+
+
+def _secrets(url: str) -> set[str]:
+    """The password and password-like query values of an RDB URL, as written and decoded."""
+    from urllib.parse import unquote
+
+    credentials, at, location = url.partition("://")[2].rpartition("@")
+    found = {credentials.partition(":")[2]} if at else set()
+    for pair in location.partition("?")[2].split("&"):
+        key, _, value = pair.partition("=")
+        if _is_secret(key):
+            found.add(value)
+    return {text for secret in found for text in (secret, unquote(secret)) if text}
 
 
 def recover_journal(url: str) -> list[str]:
@@ -109,14 +186,6 @@ def _end_of_last_line(journal: BinaryIO, size: int, block: int = 1 << 16) -> int
             return start + newline + 1
         end = start
     return 0
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:

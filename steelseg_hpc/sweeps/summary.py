@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import SteelsegError
 from steelseg_hpc.launch import ExperimentIndex
-from steelseg_hpc.sweeps.study import load_existing_study, open_storage
+from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage
 from steelseg_hpc.training.run_lock import RunLock, is_stale
 
 
@@ -49,7 +49,7 @@ def _driver(folder: str) -> str:
 
 def sweep_status(entry: dict[str, str]) -> SweepStatus:
     """The status of one sweep recorded in the index."""
-    status = SweepStatus(name=entry["name"], storage=entry["storage"], folder=entry["folder"],
+    status = SweepStatus(name=entry["name"], storage=display_url(entry["storage"]), folder=entry["folder"],
                          driver=_driver(entry["folder"]))
     try:
         study = load_existing_study(entry["name"], open_storage(entry["storage"]))

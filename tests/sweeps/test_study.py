@@ -1,16 +1,24 @@
-"""The sweep's journal after a killed driver: what it leaves is repaired, nothing is lost."""
+"""The sweep's storage: a killed driver's journal is repaired, nothing is lost; a storage URL is
+shown without its password, and a reader never creates a storage that is not there."""
 from __future__ import annotations
 
+import json
 import os
 
 import optuna
 import pytest
+from click.testing import CliRunner
 
-from steelseg_hpc.sweeps.study import JOURNAL_LOCK_SUFFIX, TORN_SUFFIX, open_storage, recover_journal
+from steelseg_hpc.cli import main
+from steelseg_hpc.launch import ExperimentIndex
+from steelseg_hpc.sweeps.study import JOURNAL_LOCK_SUFFIX, TORN_SUFFIX, display_url, open_storage, recover_journal
+from steelseg_hpc.training.distributed import free_port
+
+SECRET = "Xq7Zr9wPk2"
 
 
 def journal_with_trials(path, count=3) -> bytes:
-    study = optuna.create_study(study_name="s", storage=open_storage(str(path)))
+    study = optuna.create_study(study_name="s", storage=open_storage(str(path), create=True))
     for value in range(count):
         study.enqueue_trial({"x": value})
         study.optimize(lambda t: t.suggest_int("x", 0, 9), n_trials=1)
@@ -63,3 +71,41 @@ def test_a_dead_writers_lock_link_is_removed(tmp_path):
     repairs = recover_journal(str(path))
     assert len(repairs) == 1 and lock.name in repairs[0]
     assert not lock.is_symlink()
+
+
+@pytest.mark.parametrize("url, shown", [
+    (f"mysql+pymysql://me:{SECRET}@db:3306/optuna", "mysql+pymysql://me:***@db:3306/optuna"),
+    (f"postgresql://me:{SECRET[:4]}%40{SECRET[4:]}@db/optuna", "postgresql://me:***@db/optuna"),
+    (f"postgresql://me:{SECRET[:4]}@{SECRET[4:]}@db/optuna", "postgresql://me:***@db/optuna"),
+    (f"postgresql://db/optuna?sslmode=require&password={SECRET}", "postgresql://db/optuna?sslmode=require&password=***"),
+    (f"mysql+pymysql://:{SECRET}@db/optuna", "mysql+pymysql://:***@db/optuna"),
+    ("postgresql://me@db/optuna", "postgresql://me@db/optuna"),
+    ("/runs/lora-rank/study.journal", "/runs/lora-rank/study.journal"),
+], ids=["password", "escaped-at", "unescaped-at", "query", "no-user", "no-password", "journal"])
+def test_a_storage_url_is_shown_without_its_password(url, shown):
+    assert display_url(url) == shown
+
+
+def status_json(index) -> dict:
+    result = CliRunner().invoke(main, ["status", "--json", "--index", str(index)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_status_shows_a_recorded_rdb_sweep_without_its_password(tmp_path):
+    index = tmp_path / "index.sqlite"
+    url = f"mysql+pymysql://steelseg:{SECRET}@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    ExperimentIndex(index).record_sweep("rdb", tmp_path / "rdb", url, None)
+    (entry,) = status_json(index)["sweeps"]
+    assert entry["storage"] == display_url(url) and "cannot be reached" in entry["error"]
+    assert SECRET not in json.dumps(entry)
+
+
+def test_status_and_reports_never_create_a_journal_that_is_gone(tmp_path):
+    index, gone = tmp_path / "index.sqlite", tmp_path / "gone" / "study.journal"
+    ExperimentIndex(index).record_sweep("gone", gone.parent, str(gone), None)
+    (entry,) = status_json(index)["sweeps"]
+    assert f"--storage {gone}: no such journal file" in entry["error"]
+    report = CliRunner().invoke(main, ["sweep", "report", "gone", "--index", str(index)])
+    assert report.exit_code == 2 and "no such journal file" in report.output, report.output
+    assert not gone.parent.exists()

@@ -218,7 +218,7 @@ def test_every_point_a_killed_driver_can_stop_at_is_picked_up_without_a_second_j
     path = write_sweep(tmp_path, "killed", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
     driver = SweepDriver.from_files(path, index=ExperimentIndex(index))
     driver.folder.mkdir(parents=True)
-    driver.study = study = open_study(driver.spec, open_storage(driver.storage_url), epochs=1)
+    driver.study = study = open_study(driver.spec, open_storage(driver.storage_url, create=True), epochs=1)
     for slot in range(4):
         study.enqueue_trial(driver.space.encode_fixed(driver.slots[slot]), user_attrs={"slot": slot})
     study.ask()  # killed right after ask: no parameters yet

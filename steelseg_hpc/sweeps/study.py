@@ -12,13 +12,16 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
-from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.core.errors import ConfigError, DataError
 from steelseg_hpc.sweeps.config import SweepSpec
 
 JOURNAL = "study.journal"
@@ -76,10 +79,10 @@ def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
     Raises:
         ConfigError: no such journal or SQLite file (when not ``create``), or the database
             cannot be reached (the message shows :func:`display_url`, no password).
+        DataError: the journal is damaged (the message names it and its first bad line); the
+            file is left as it is.
     """
     if not is_rdb(url):
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url)
         if path.exists() and not path.is_file():
             raise ConfigError(f"--storage {url}: is a folder; expected a journal file or an RDB URL")
@@ -87,7 +90,7 @@ def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
             raise ConfigError(f"--storage {url}: no such journal file; expected the journal of a sweep that has "
                               "run (steelseg-hpc status lists them) or an RDB URL")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return _open_journal(path)
     database = _sqlite_file(url)
     if not create and database is not None and not database.is_file():
         raise ConfigError(f"--storage {url}: no such SQLite file; expected the storage of a sweep that has run")
@@ -134,6 +137,77 @@ def _secrets(url: str) -> set[str]:
         if _is_secret(key):
             found.add(value)
     return {text for secret in found for text in (secret, unquote(secret)) if text}
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, whose damage or disappearance is one line naming it.
+
+    Optuna raises a bare ``JSONDecodeError`` for a bad line followed by others, skips a bad last
+    line silently, and a write recreates a journal deleted under its process, empty: a study
+    would go on from nothing.
+    """
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        try:
+            yield from super().read_logs(log_number_from)
+        except FileNotFoundError:
+            raise DataError(_gone(self._file_path)) from None
+        except ValueError:  # JSONDecodeError, or Optuna's "Invalid log format." for a torn line
+            raise DataError(_damaged(Path(self._file_path))) from None
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if not os.path.isfile(self._file_path):
+            raise DataError(_gone(self._file_path))
+        super().append_logs(logs)
+
+
+def _open_journal(path: Path) -> optuna.storages.JournalStorage:
+    """The journal's storage, once every complete line of it is an Optuna entry (a last line
+    without its newline is one being written, or left by a killed driver: see
+    :func:`recover_journal`)."""
+    if path.exists() and (damage := journal_damage(path)) is not None:
+        raise DataError(damage)
+    try:
+        return optuna.storages.JournalStorage(_JournalFile(str(path)))
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, AssertionError) as exc:  # do not replay
+        raise DataError(f"{path}: the study journal is damaged: its entries do not replay "
+                        f"({type(exc).__name__}: {exc}); {_KEPT}") from None
+
+
+_KEPT = "it is kept as it is: restore it from a backup, or remove the damaged line"
+
+
+def journal_damage(path: Path) -> str | None:
+    """What is wrong with the journal at ``path``, naming it and its first bad line (None if
+    every complete line is a JSON object with an ``op_code``, as Optuna writes them)."""
+    with path.open("rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            if not line.endswith(b"\n"):
+                break  # the last line, still being written or torn
+            try:
+                entry = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                return _damaged_line(path, number, f"not text (byte {exc.start + 1} is not UTF-8)")
+            except json.JSONDecodeError as exc:
+                return _damaged_line(path, number, f"not JSON ({exc.msg} at column {exc.colno})")
+            if not isinstance(entry, dict) or not isinstance(entry.get("op_code"), int):
+                return _damaged_line(path, number, "not an Optuna journal entry (a JSON object with an op_code)")
+    return None
+
+
+def _damaged(path: Path) -> str:
+    if not path.is_file():
+        return _gone(str(path))
+    return journal_damage(path) or f"{path}: the study journal changed while it was read; run the command again"
+
+
+def _damaged_line(path: Path, number: int, why: str) -> str:
+    return f"{path}: the study journal is damaged: line {number} is {why}; {_KEPT}"
+
+
+def _gone(path: str) -> str:
+    return (f"{path}: the study journal is gone (deleted or moved while in use); the trial jobs keep running: "
+            "restore it and run the command again to re-attach")
 
 
 def recover_journal(url: str) -> list[str]:

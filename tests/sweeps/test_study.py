@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import optuna
 import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
+from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.sweeps.study import JOURNAL_LOCK_SUFFIX, TORN_SUFFIX, display_url, open_storage, recover_journal
 from steelseg_hpc.training.distributed import free_port
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "Xq7Zr9wPk2"
 
 
@@ -109,3 +112,60 @@ def test_status_and_reports_never_create_a_journal_that_is_gone(tmp_path):
     report = CliRunner().invoke(main, ["sweep", "report", "gone", "--index", str(index)])
     assert report.exit_code == 2 and "no such journal file" in report.output, report.output
     assert not gone.parent.exists()
+
+
+def write_sweep_file(folder, store) -> tuple:
+    """A sweep file whose journal is folder/damaged/study.journal (nothing of it runs: it is refused first)."""
+    path = folder / "damaged.toml"
+    path.write_text(f'name = "damaged"\nstore = "{store}"\nprofile = "{REPO / "launch" / "local.toml"}"\n'
+                    f'runs_root = "{folder}"\n[base]\narch = "unet3plus"\n'
+                    '[space.lr]\nkey = "optimizer.lr"\nvalues = [0.01, 0.001]\n')
+    return path, folder / "damaged" / "study.journal"
+
+
+# Optuna skips a bad last line silently (readers saw a sound study) and stops on one followed by
+# others with a bare JSONDecodeError; a valid JSON line that is no entry fails while replaying.
+DAMAGE = {"garbage-line": (1, b"garbage\n", "line 2 is not JSON"),
+          "garbage-last-line": (None, b"{not json}\n", "is not JSON"),
+          "not-an-object": (1, b"[1, 2]\n", "line 2 is not an Optuna journal entry"),
+          "not-utf8": (2, b"\xff\xfe\n", "line 3 is not text"),
+          "empty-line": (1, b"\n", "line 2 is not JSON"),
+          "unknown-operation": (1, b'{"op_code": 99}\n', "its entries do not replay")}
+
+
+@pytest.mark.parametrize("at, bad, why", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_journal_is_one_line_naming_it_wherever_the_study_is_read_and_is_kept(tmp_path, tiny_store, at,
+                                                                                       bad, why):
+    sweep_file, journal = write_sweep_file(tmp_path, tiny_store)
+    journal.parent.mkdir()
+    lines = journal_with_trials(journal).splitlines(keepends=True)
+    lines.insert(len(lines) if at is None else at, bad)
+    journal.write_bytes(damaged := b"".join(lines))
+    index = tmp_path / "index.sqlite"
+    ExperimentIndex(index).record_sweep("damaged", journal.parent, str(journal), str(sweep_file))
+    expected = f"error: {journal}: the study journal is damaged: "
+    for command in (["sweep", "run", str(sweep_file)], ["sweep", "report", "damaged"],
+                    ["dashboard", "damaged", "--port", str(free_port())]):
+        result = CliRunner().invoke(main, [*command, "--index", str(index)])
+        error = result.output.strip().splitlines()[-1]
+        assert result.exit_code == 2 and error.startswith(expected) and why in error, (command, result.output)
+        assert "Traceback" not in result.output
+    (entry,) = status_json(index)["sweeps"]
+    assert entry["error"].startswith(f"{journal}: the study journal is damaged: ") and why in entry["error"]
+    assert journal.read_bytes() == damaged and sorted(os.listdir(journal.parent)) == ["study.journal"]
+
+
+def test_a_journal_deleted_or_damaged_under_its_reader_is_one_line_and_is_not_recreated(tmp_path):
+    journal = tmp_path / "study.journal"
+    journal_with_trials(journal)
+    study = optuna.load_study(study_name="s", storage=open_storage(str(journal)))
+    saved = journal.read_bytes()
+    journal.unlink()
+    for touch in (study.get_trials, lambda: study.set_user_attr("driver", "x")):
+        with pytest.raises(DataError, match=f"^{journal}: the study journal is gone .*restore it and run the"):
+            touch()
+        assert not journal.exists()  # a write does not start the study again from nothing
+    journal.write_bytes(saved + b"garbage\n")  # restored, then damaged while open
+    bad_line = saved.count(b"\n") + 1
+    with pytest.raises(DataError, match=f"^{journal}: the study journal is damaged: line {bad_line} is not JSON"):
+        study.set_user_attr("driver", "y")  # Optuna writes after the bad line, then reads it

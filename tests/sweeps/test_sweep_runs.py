@@ -198,6 +198,38 @@ def test_killing_the_driver_and_rerunning_reattaches_to_its_jobs(tiny_store, tmp
     assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4  # no job twice, no orphan
 
 
+def test_a_journal_deleted_under_the_driver_stops_it_in_one_line_and_a_rerun_reattaches(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    path = write_sweep(tmp_path, "deleted", tiny_store, "sam-lora", RANKS, overrides=(*SAM, '"epochs=3"'))
+    journal, out, err = tmp_path / "deleted" / "study.journal", tmp_path / "driver.out", tmp_path / "driver.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "sweep", str(path)], stdout=stdout,
+                                  stderr=stderr, env=dict(os.environ, STEELSEG_INDEX=str(index)))
+    try:
+        deadline = time.time() + 120
+        while not (index.exists() and ExperimentIndex(index).is_experiment("deleted")
+                   and ExperimentIndex(index).jobs("deleted")):
+            assert driver.poll() is None and time.time() < deadline, err.read_text()
+            time.sleep(0.2)
+        saved = journal.rename(journal.with_suffix(".saved"))  # gone at once: no write lands between
+        assert driver.wait(timeout=120) == 2
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert err.read_text().strip() == (f"error: {journal}: the study journal is gone (deleted or moved while in "
+                                       "use); the trial jobs keep running: restore it and run the command again "
+                                       "to re-attach")
+    assert "Traceback" not in out.read_text() and not journal.exists()
+    saved.rename(journal)  # restored
+    sweep(path, index=index)
+    trials = study_of("deleted", str(journal)).get_trials()
+    assert sorted(t.params["rank"] for t in trials) == [0, 4, 8, 16]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    jobs = ExperimentIndex(index).jobs("deleted", latest_only=False)
+    assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4  # its jobs were followed, not rerun
+
+
 class KilledBeforeItsJobId:
     """A trial whose driver dies after the job is submitted and indexed, before the trial hears of it."""
 

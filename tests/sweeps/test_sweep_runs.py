@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 from PIL import Image
+from sqlalchemy.engine import make_url
 
 from steelseg_hpc.cli import main
 from steelseg_hpc.core.rundir import read_final, read_metrics
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.sweeps.driver import RETRY_PLANNED, SweepDriver
-from steelseg_hpc.sweeps.study import open_storage, open_study
+from steelseg_hpc.sweeps.study import display_url, open_storage, open_study
 from tests.launch.conftest import sacct_states
 
 REPO = Path(__file__).resolve().parents[2]
@@ -340,7 +341,9 @@ def test_a_sweep_on_the_local_mariadb(slurm_cluster, tiny_store, tmp_path):
     name = f"rdb{os.getpid()}"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
     path = write_sweep(tmp_path, name, tiny_store, "sam-lora", space, overrides=SAM)
-    sweep(path, "--storage", url, index=tmp_path / "index.sqlite")
+    result = sweep(path, "--storage", url, index=tmp_path / "index.sqlite")
+    password = make_url(url).password
+    assert password and password not in result.output and f"study in {display_url(url)}" in result.output
     study = optuna.load_study(study_name=name, storage=url)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
     assert not (tmp_path / name / "study.journal").exists()

@@ -82,27 +82,28 @@ def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
         DataError: the journal is damaged (the message names it and its first bad line); the
             file is left as it is.
     """
+    shown = display_url(url)
     if not is_rdb(url):
         path = Path(url)
         if path.exists() and not path.is_file():
-            raise ConfigError(f"--storage {url}: is a folder; expected a journal file or an RDB URL")
+            raise ConfigError(f"--storage {shown}: is a folder; expected a journal file or an RDB URL")
         if not create and not path.exists():
-            raise ConfigError(f"--storage {url}: no such journal file; expected the journal of a sweep that has "
+            raise ConfigError(f"--storage {shown}: no such journal file; expected the journal of a sweep that has "
                               "run (steelseg-hpc status lists them) or an RDB URL")
         path.parent.mkdir(parents=True, exist_ok=True)
         return _open_journal(path)
     database = _sqlite_file(url)
     if not create and database is not None and not database.is_file():
-        raise ConfigError(f"--storage {url}: no such SQLite file; expected the storage of a sweep that has run")
+        raise ConfigError(f"--storage {shown}: no such SQLite file; expected the storage of a sweep that has run")
     if "@" in (_parsed_host(url) or ""):
-        raise ConfigError(f"--storage {display_url(url)}: an '@' in the user or password must be written %40")
+        raise ConfigError(f"--storage {shown}: an '@' in the user or password must be written %40")
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except Exception as exc:  # SQLAlchemy raises driver-specific types for every kind of failure
         reason = str(exc).strip().splitlines()[0][:300]
         for secret in _secrets(url):
             reason = reason.replace(secret, "***")
-        raise ConfigError(f"--storage {display_url(url)}: cannot be reached ({type(exc).__name__}: {reason})") \
+        raise ConfigError(f"--storage {shown}: cannot be reached ({type(exc).__name__}: {reason})") \
             from None
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
-from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.sweeps.failures import failure_line
+from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.sweeps.study import load_existing_study, open_storage, storage_url
 
@@ -39,7 +41,8 @@ def sweep() -> None:
     One driver process owns the study, keeps --parallel trials in flight as jobs, reports each
     epoch to the pruner and stops pruned jobs at their next step. Run the same command again to
     re-attach after the driver was stopped (logout, reboot): running jobs are followed, ended ones
-    told, nothing is submitted twice.
+    told, nothing is submitted twice. A sweep with failed points exits 1 (bad input exits 2);
+    `sweep NAME --retry-failed` runs the failed points again.
     """
 
 
@@ -54,11 +57,18 @@ def sweep() -> None:
               help="Override the base run config of every trial, e.g. --set model.variant=tiny.")
 @click.option("--dry-run", is_flag=True, help="Print the trials and their resources; submit nothing.")
 @click.option("--detach", is_flag=True, help="Run the driver itself as a job of the profile (no GPU) and return.")
+@click.option("--retry-failed", is_flag=True,
+              help="Give every point whose trials all failed one more trial (after fixing the cause).")
 @_index_option
-def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, index_path) -> None:
-    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path)."""
+def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, index_path) -> None:
+    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path).
+
+    Exits 1 when points failed (their trials' jobs died, retries too): a line says how many and
+    where their logs are; fix the cause and run the same command with --retry-failed.
+    """
     options = {"profile": profile, "overrides": list(overrides), "trials": trials, "parallel": parallel,
-               "storage": storage, "store": store, "index": launch.ExperimentIndex(index_path)}
+               "storage": storage, "store": store, "retry_failed": retry_failed,
+               "index": launch.ExperimentIndex(index_path)}
     driver = sweeps.SweepDriver.from_files(name, echo=lambda line: console.print(line, highlight=False), **options)
     if dry_run:
         _print_plan(driver)
@@ -72,10 +82,14 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
     summary = driver.run()
     best = summary["best"]
     done = ", ".join(f"{count} {state.lower()}" for state, count in sorted(summary["trials"].items()))
-    line = f"[bold green]done[/] sweep {driver.spec.name}: {done}"
+    line = f"{'[bold red]ended' if summary['failed'] else '[bold green]done'}[/] sweep {driver.spec.name}: {done}"
     if best:
         line += f"; best {driver.spec.objective.metric} {best['value']:.4f} (trial {best['number']}, {best['params']})"
     console.print(line + f"; steelseg-hpc sweep report {driver.spec.name}", highlight=False)
+    if summary["failed"]:
+        err_console.print(f"[bold red]error:[/] {failure_line(driver.spec.name, summary['failed'], summary['points'])}",
+                          highlight=False)
+        sys.exit(1)
 
 
 def _print_plan(driver) -> None:

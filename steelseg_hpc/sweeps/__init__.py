@@ -13,6 +13,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "resolve_sweep_path": "config",
     "SearchSpace": "space",
     "SweepDriver": "driver",
-    "DriverJob": "driver",
+    "DriverJob": "detach",
     "all_sweeps": "summary",
 })

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import submitit
 from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
@@ -41,7 +40,7 @@ from steelseg_hpc.core.errors import ConfigError, SteelsegError
 from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, RunFiles
 from steelseg_hpc.launch import Executor, ExperimentIndex, JobRow, TrainingJob, job_states
 from steelseg_hpc.launch.validate import check_store
-from steelseg_hpc.sweeps import outcome
+from steelseg_hpc.sweeps import failures, outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import is_rdb, open_storage, open_study, recover_journal, storage_url
@@ -80,18 +79,20 @@ class SweepDriver:
             ``status NAME``, ``logs`` and ``cancel NAME`` work on them.
         poll_seconds: How often job states and run directories are read.
         echo: Where progress lines go (the CLI prints them; default: this module's logger).
+        retry_failed: Give every failed point (see :mod:`.failures`) one more trial.
     """
 
     def __init__(self, spec: SweepSpec, profile: ClusterProfile, storage: str | None = None,
                  index: ExperimentIndex | None = None, poll_seconds: float = 1.0,
                  echo: Callable[[str], None] | None = None, spec_file: Path | None = None,
-                 profile_file: Path | None = None):
+                 profile_file: Path | None = None, retry_failed: bool = False):
         self.spec = spec.model_copy(update={"store": spec.store.absolute(), "runs_root": spec.runs_root.absolute()})
         self.profile, self.profile_file, self.spec_file = profile, profile_file, spec_file
         self.folder = self.spec.folder()
         self.storage_url = storage_url(storage, self.folder)
         self.index = index or ExperimentIndex()
         self.poll_seconds = poll_seconds
+        self.retry_failed = retry_failed
         self.echo = echo or log.info
         self.space = SearchSpace(self.spec, world_size=profile.world_size())
         self.slots = self.space.slots()
@@ -174,6 +175,8 @@ class SweepDriver:
                                          str(self.profile_file) if self.profile_file else None, self.profile.executor)
             self._reattach()
             self._enqueue_lost_retries()
+            if self.retry_failed:
+                self._enqueue_failed_points()
             while True:
                 self._follow()
                 while len(self.in_flight) < self.spec.parallel and self._launch_next():
@@ -368,8 +371,14 @@ class SweepDriver:
                 self._enqueue_retry(frozen, frozen.user_attrs.get("slot", 0))
                 self.echo(f"trial {frozen.number}: its retry was not queued before the driver stopped; queued now")
 
+    def _enqueue_failed_points(self) -> None:
+        for failed in failures.failed_points(self._trials()):
+            self._enqueue_retry(failed, failed.user_attrs["slot"])
+            self.echo(f"trial {failed.number}: failed ({failed.user_attrs.get('fail_reason')}); "
+                      "running its parameters again (--retry-failed)")
+
     def summary(self) -> dict[str, Any]:
-        """Trials by state and the best one(s)."""
+        """Trials by state, the best one(s), and the points that failed (:mod:`.failures`)."""
         trials = self._trials()
         counts: dict[str, int] = {}
         for t in trials:
@@ -380,23 +389,6 @@ class SweepDriver:
             top = max(complete, key=lambda t: t.value)
             best = {"number": top.number, "value": top.value, "params": top.params}
         return {"sweep": self.spec.name, "storage": self.storage_url, "trials": counts, "best": best,
-                "folder": str(self.folder)}
+                "folder": str(self.folder), "points": len(self.slots),
+                "failed": failures.describe(trials, self.index)}
 
-
-class DriverJob(submitit.helpers.Checkpointable):
-    """The driver itself as a small CPU job (``sweep --detach``).
-
-    On its time limit submitit requeues it (it is checkpointable, with nothing to save): the
-    requeued driver re-attaches to the study like a rerun of the command does.
-
-    Args:
-        sweep_file: The sweep TOML.
-        options: :meth:`SweepDriver.from_files` keyword arguments (profile, overrides, ...).
-    """
-
-    def __init__(self, sweep_file: str, options: dict):
-        self.sweep_file, self.options = sweep_file, options
-
-    def __call__(self) -> dict:
-        driver = SweepDriver.from_files(self.sweep_file, echo=lambda line: print(line, flush=True), **self.options)
-        return driver.run()

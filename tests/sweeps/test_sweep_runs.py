@@ -332,3 +332,31 @@ def test_dry_run_prints_the_trials_and_detach_runs_the_driver_as_a_job(tiny_stor
             break
         assert time.time() < deadline, [t.state for t in trials]
         time.sleep(1)
+
+
+def test_a_sweep_whose_points_failed_exits_1_and_retry_failed_runs_them_again(tiny_store, tmp_path):
+    import torch
+
+    from steelseg_hpc.models.sam_build import build_sam
+
+    index = tmp_path / "index.sqlite"
+    weights = tmp_path / "sam_tiny.pth"  # missing: every trial's job dies loading it
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "failing", tiny_store, "sam-lora", space, extra="retries = 0",
+                       overrides=(*SAM, '"epochs=1"', f'"model.checkpoint=\\"{weights}\\""'))
+    env = {"STEELSEG_INDEX": str(index)}
+    failed = CliRunner().invoke(main, ["sweep", str(path)], env=env)
+    assert failed.exit_code == 1, failed.output
+    assert "2 of 2 point(s) failed" in failed.output and "--retry-failed" in failed.output
+    log = ExperimentIndex(index).jobs("failing")[0].stderr
+    assert log in failed.output and "does not exist" in Path(log).read_text()
+    again = CliRunner().invoke(main, ["sweep", str(path)], env=env)  # nothing to run, still failed
+    assert again.exit_code == 1 and "2 of 2 point(s) failed" in again.output
+    torch.save(build_sam("tiny").state_dict(), weights)  # the cause, fixed
+    retried = sweep(path, "--retry-failed", index=index)
+    trials = study_of("failing", str(tmp_path / "failing" / "study.journal")).get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert sorted(t.params["rank"] for t in trials if t.state == TrialState.COMPLETE) == [4, 8]
+    assert "done sweep failing: 2 complete, 2 fail" in retried.output
+    help_text = CliRunner().invoke(main, ["sweep", "run", "--help"]).output
+    assert "--retry-failed" in help_text and "Exits 1" in help_text

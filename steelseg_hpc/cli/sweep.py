@@ -110,6 +110,7 @@ def _print_plan(driver) -> None:
 
 
 def _detach(driver, options: dict) -> None:
+    driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url))  # refused now, not in the job
     profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
     executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
     options = {**options, "profile": str(driver.profile_file), "index": options["index"],

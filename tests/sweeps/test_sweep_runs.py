@@ -360,3 +360,38 @@ def test_a_sweep_whose_points_failed_exits_1_and_retry_failed_runs_them_again(ti
     assert "done sweep failing: 2 complete, 2 fail" in retried.output
     help_text = CliRunner().invoke(main, ["sweep", "run", "--help"]).output
     assert "--retry-failed" in help_text and "Exits 1" in help_text
+
+
+@pytest.fixture(scope="module")
+def other_store(tmp_path_factory) -> Path:
+    """A prepared store of other content than ``tiny_store`` (another synthetic draw)."""
+    from steelseg_hpc.data import load_spec, prepare
+    from steelseg_hpc.data.synth import make_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("other-store")
+    spec = make_synthetic_dataset(folder / "raw", groups=(3, 3, 3), size=(128, 112), seed=1, tile_size=64, copies=0)
+    prepare(load_spec(spec), folder / "other.zarr", workers=0)
+    return folder / "other.zarr"
+
+
+def test_a_sweep_records_its_store_and_refuses_another(tiny_store, other_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "onestore", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    sweep(path, index=index)
+    storage = str(tmp_path / "onestore" / "study.journal")
+    recorded = study_of("onestore", storage).user_attrs["store"]
+    assert recorded["path"] == str(tiny_store) and recorded["spec_hash"]
+    env = {"STEELSEG_INDEX": str(index)}
+    for extra in ([], ["--detach"]):
+        refused = CliRunner().invoke(main, ["sweep", str(path), "--store", str(other_store), "--trials", "2", *extra],
+                                     env=env)
+        assert refused.exit_code == 2, (extra, refused.output)
+        (error,) = [line for line in refused.output.splitlines() if line.startswith("error:")]
+        assert "is not the store sweep onestore was run on" in error and "Traceback" not in refused.output
+    assert len(study_of("onestore", storage).get_trials()) == 1
+    assert not (tmp_path / "onestore" / "driver").exists()  # no driver job was submitted
+    alias = tmp_path / "alias.zarr"
+    alias.symlink_to(tiny_store)
+    sweep(path, "--store", alias, index=index)  # the same store by another path is the same store
+    assert len(study_of("onestore", storage).get_trials()) == 1

@@ -81,6 +81,8 @@ class SweepDriver(Resume):
         self.echo = echo or log.info
         self.space = SearchSpace(self.spec, world_size=profile.world_size())
         self.slots = self.space.slots()
+        if self.space.trials_capped():
+            self.echo(f"sweep {self.spec.name}: {self.space.trials_capped()}")
         self.in_flight: list[InFlight] = []
         self.events: list[dict[str, Any]] = []  # (for benchmarks) when each job was submitted and ended
 

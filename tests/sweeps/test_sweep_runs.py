@@ -395,3 +395,33 @@ def test_a_sweep_records_its_store_and_refuses_another(tiny_store, other_store, 
     alias.symlink_to(tiny_store)
     sweep(path, "--store", alias, index=index)  # the same store by another path is the same store
     assert len(study_of("onestore", storage).get_trials()) == 1
+
+
+def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "grid", tiny_store, "sam-lora", space, overrides=SAM)
+    dry = sweep(path, "--trials", "5", "--dry-run", index=index)
+    assert "trials 5 exceeds the grid (2 point(s) x 1 seed(s)): running 2" in dry.output
+    assert "sweep grid: 2 trials" in dry.output and dry.output.count("seed=0") == 2
+    # a study from before the cap (or another driver) holding the same point and seed twice
+    storage = str(tmp_path / "grid" / "study.journal")
+    study = optuna.create_study(study_name="grid", storage=open_storage(storage), direction="maximize")
+    study.set_user_attr("sweep", {"space": {"rank": "model.rank"}, "metric": "val_dice", "seeds": [0]})
+    distributions = {"seed": optuna.distributions.CategoricalDistribution([0, 1]),
+                     "rank": optuna.distributions.CategoricalDistribution([4, 8])}
+    for rank, seed, value in ((4, 0, 0.30), (4, 0, 0.20), (4, 1, 0.40), (8, 0, 0.5)):
+        study.add_trial(optuna.trial.create_trial(params={"seed": seed, "rank": rank}, distributions=distributions,
+                                                  value=value, user_attrs={"slot": 0}))
+    report = CliRunner().invoke(main, ["sweep", "report", str(path), "--storage", storage, "--json",
+                                       "--out", str(tmp_path / "report")], env={"STEELSEG_INDEX": str(index)})
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.output)
+    four = next(row for row in summary["ranks"] if row["rank"] == 4)
+    assert four["n"] == 2 and four["mean"] == pytest.approx(0.35)  # seeds 0 and 1, seed 0 once
+    point = next(p for p in summary["points"] if p["params"] == {"rank": 4})
+    assert point["trials"] == [0, 2] and point["duplicates"] == [1]
+    assert any("trial 1 repeats {'rank': 4} with seed 0 (trial 0)" in note for note in summary["notes"])
+    table = CliRunner().invoke(main, ["sweep", "report", str(path), "--storage", storage,
+                                      "--out", str(tmp_path / "report")], env={"STEELSEG_INDEX": str(index)})
+    assert "note: trial 1 repeats" in table.output

@@ -11,9 +11,9 @@ import click
 from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
-from steelseg_hpc.sweeps.failures import failure_line
 from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.sweeps.failures import failure_line
 from steelseg_hpc.sweeps.study import load_existing_study, open_storage, storage_url
 
 _index_option = click.option(
@@ -73,6 +73,9 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
     if dry_run:
         _print_plan(driver)
         return
+    from steelseg_hpc.sweeps.detach import check_no_driver
+
+    check_no_driver(driver.spec.name, driver.folder, options["index"])
     if detach:
         _detach(driver, options)
         return
@@ -110,12 +113,15 @@ def _print_plan(driver) -> None:
 
 
 def _detach(driver, options: dict) -> None:
+    from steelseg_hpc.sweeps.detach import driver_row, record_driver_job
+
     driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url))  # refused now, not in the job
     profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
     executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
     options = {**options, "profile": str(driver.profile_file), "index": options["index"],
                "store": str(driver.spec.store)}
     job = executor.submit(sweeps.DriverJob(str(driver.spec_file), options))
+    record_driver_job(driver.folder, driver_row(driver.spec.name, driver.folder, profile.executor, job))
     console.print(f"sweep {driver.spec.name}: driver submitted as job {job.job_id} ({profile.executor}); "
                   f"its log: {job.paths.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
                   highlight=False)

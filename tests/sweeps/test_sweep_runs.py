@@ -425,3 +425,25 @@ def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(
     table = CliRunner().invoke(main, ["sweep", "report", str(path), "--storage", storage,
                                       "--out", str(tmp_path / "report")], env={"STEELSEG_INDEX": str(index)})
     assert "note: trial 1 repeats" in table.output
+
+
+def test_a_second_driver_is_refused_while_a_detached_one_runs(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "onedriver", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    first = sweep(path, "--detach", index=index)
+    job_id = first.output.split("driver submitted as job ")[1].split()[0]
+    env = {"STEELSEG_INDEX": str(index)}
+    for extra in (["--detach"], []):
+        refused = CliRunner().invoke(main, ["sweep", str(path), *extra], env=env)
+        assert refused.exit_code == 2, (extra, refused.output)
+        assert "its driver is" in refused.output and "Traceback" not in refused.output
+        assert job_id in refused.output or "its driver is running (pid" in refused.output
+    storage = str(tmp_path / "onedriver" / "study.journal")
+    deadline = time.time() + 240
+    while not (Path(storage).exists() and [t.state for t in study_of("onedriver", storage).get_trials()]
+               == [TrialState.COMPLETE]):
+        assert time.time() < deadline
+        time.sleep(1)
+    jobs = [p.name for p in (tmp_path / "onedriver" / "driver").iterdir() if p.name.isdigit()]
+    assert jobs == [job_id]  # one driver job (the local executor keeps a folder per job)

@@ -59,15 +59,19 @@ def sweep() -> None:
 @click.option("--detach", is_flag=True, help="Run the driver itself as a job of the profile (no GPU) and return.")
 @click.option("--retry-failed", is_flag=True,
               help="Give every point whose trials all failed one more trial (after fixing the cause).")
+@click.option("--new-study", is_flag=True,
+              help="Start a new study where the storage has none but runs/NAME holds trial directories of an "
+                   "old one (its journal deleted or emptied); they are moved to runs/NAME/previous-TIME/.")
 @_index_option
-def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, index_path) -> None:
+def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, new_study,
+        index_path) -> None:
     """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path).
 
     Exits 1 when points failed (their trials' jobs died, retries too): a line says how many and
     where their logs are; fix the cause and run the same command with --retry-failed.
     """
     options = {"profile": profile, "overrides": list(overrides), "trials": trials, "parallel": parallel,
-               "storage": storage, "store": store, "retry_failed": retry_failed,
+               "storage": storage, "store": store, "retry_failed": retry_failed, "new_study": new_study,
                "index": launch.ExperimentIndex(index_path)}
     driver = sweeps.SweepDriver.from_files(name, echo=lambda line: console.print(line, highlight=False), **options)
     if dry_run:
@@ -115,7 +119,8 @@ def _print_plan(driver) -> None:
 def _detach(driver, options: dict) -> None:
     from steelseg_hpc.sweeps.detach import driver_row, record_driver_job
 
-    driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url))  # refused now, not in the job
+    # refused now, not in the job (which moves old trial directories aside itself, under the lock)
+    driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url), set_aside=False)
     profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
     executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
     options = {**options, "profile": str(driver.profile_file), "index": options["index"],

@@ -65,19 +65,21 @@ class SweepDriver(Resume):
         poll_seconds: How often job states and run directories are read.
         echo: Where progress lines go (the CLI prints them; default: this module's logger).
         retry_failed: Give every failed point (see :mod:`.failures`) one more trial.
+        new_study: Start a new study where the storage has none but trial run directories of an
+            old one are (they are moved aside; see :mod:`.guards`).
     """
 
     def __init__(self, spec: SweepSpec, profile: ClusterProfile, storage: str | None = None,
                  index: ExperimentIndex | None = None, poll_seconds: float = 1.0,
                  echo: Callable[[str], None] | None = None, spec_file: Path | None = None,
-                 profile_file: Path | None = None, retry_failed: bool = False):
+                 profile_file: Path | None = None, retry_failed: bool = False, new_study: bool = False):
         self.spec = spec.model_copy(update={"store": spec.store.absolute(), "runs_root": spec.runs_root.absolute()})
         self.profile, self.profile_file, self.spec_file = profile, profile_file, spec_file
         self.folder = self.spec.folder()
         self.storage_url = storage_url(storage, self.folder)
         self.index = index or ExperimentIndex()
         self.poll_seconds = poll_seconds
-        self.retry_failed = retry_failed
+        self.retry_failed, self.new_study = retry_failed, new_study
         self.echo = echo or log.info
         self.space = SearchSpace(self.spec, world_size=profile.world_size())
         self.slots = self.space.slots()
@@ -132,14 +134,22 @@ class SweepDriver(Resume):
         """The sweep's store, identified as a run identifies its own (:func:`.guards.identity_of`)."""
         return guards.identity_of(self.spec.store)
 
-    def check_study(self, study: optuna.Study | None) -> None:
+    def check_study(self, study: optuna.Study | None, set_aside: bool = True) -> None:
         """Refuse to add to ``study`` (None: not created yet) what would not belong in it.
+
+        Args:
+            set_aside: With ``new_study``, move old trial run directories aside (False: only check).
 
         Raises:
             DataError: the study was run on a store of other content (see :mod:`.guards`).
+            ConfigError: no study, but trial run directories of an old one, and no ``new_study``.
         """
         if study is not None:
             guards.check_study_store(study.user_attrs, self.store_identity, self.spec.name)
+        elif not self.new_study:
+            guards.check_no_orphan_trials(self.folder, self.spec.name, self.storage_url)
+        elif set_aside and (aside := guards.set_aside(self.folder)) is not None:
+            self.echo(f"sweep {self.spec.name}: a new study; the old trial run directories are in {aside}")
 
     def plan(self) -> list[dict[str, Any]]:
         """What ``--dry-run`` prints: every trial slot's values and, when nothing is drawn at
@@ -161,8 +171,8 @@ class SweepDriver(Resume):
             for repair in recover_journal(self.storage_url):
                 self.echo(f"sweep {self.spec.name}: {repair}")
             storage = open_storage(self.storage_url)
+            self.check_study(guards.existing_study(self.spec.name, self.storage_url, storage))
             self.study = open_study(self.spec, storage, epochs=self.space.base_config().epochs)
-            self.check_study(self.study)
             self.study.set_user_attr(guards.STORE_ATTR, self.study.user_attrs.get(guards.STORE_ATTR)
                                      or self.store_identity)
             self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),

@@ -447,3 +447,29 @@ def test_a_second_driver_is_refused_while_a_detached_one_runs(tiny_store, tmp_pa
         time.sleep(1)
     jobs = [p.name for p in (tmp_path / "onedriver" / "driver").iterdir() if p.name.isdigit()]
     assert jobs == [job_id]  # one driver job (the local executor keeps a folder per job)
+
+
+def test_a_lost_journal_does_not_start_a_new_study_over_the_old_trials_without_new_study(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "lost", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    sweep(path, index=index)
+    journal = tmp_path / "lost" / "study.journal"
+    old_final = (tmp_path / "lost" / "trial0000" / "final.json").read_text()
+    env = {"STEELSEG_INDEX": str(index)}
+    for lose in (lambda: journal.write_bytes(b""), journal.unlink):  # emptied, then deleted
+        lose()
+        for extra in ([], ["--detach"]):
+            refused = CliRunner().invoke(main, ["sweep", str(path), *extra], env=env)
+            assert refused.exit_code == 2, (extra, refused.output)
+            assert "has 1 trial run directories (trial0000, ...)" in refused.output and "--new-study" in refused.output
+    assert len(ExperimentIndex(index).jobs("lost", latest_only=False)) == 1  # nothing was submitted
+    assert not (tmp_path / "lost" / "driver").exists()
+    fresh = sweep(path, "--new-study", index=index)
+    (aside,) = (tmp_path / "lost").glob("previous-*")
+    assert f"old trial run directories are in {aside}" in fresh.output
+    assert (aside / "trial0000" / "final.json").read_text() == old_final
+    (trial,) = study_of("lost", str(journal)).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert (tmp_path / "lost" / "trial0000" / "final.json").read_text() != old_final  # trained anew
+    assert "--new-study" in CliRunner().invoke(main, ["sweep", "run", "--help"]).output

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
-from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.cli._app import console, err_console, main
+from steelseg_hpc.sweeps.failures import failure_line
 from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage, storage_url
 
 _index_option = click.option(
@@ -36,7 +38,8 @@ def sweep() -> None:
     One driver process owns the study, keeps --parallel trials in flight as jobs, reports each
     epoch to the pruner and stops pruned jobs at their next step. Run the same command again to
     re-attach after the driver was stopped (logout, reboot): running jobs are followed, ended ones
-    told, nothing is submitted twice.
+    told, nothing is submitted twice. A sweep with failed points exits 1 (bad input exits 2);
+    `sweep NAME --retry-failed` runs the failed points again.
     """
 
 
@@ -51,15 +54,29 @@ def sweep() -> None:
               help="Override the base run config of every trial, e.g. --set model.variant=tiny.")
 @click.option("--dry-run", is_flag=True, help="Print the trials and their resources; submit nothing.")
 @click.option("--detach", is_flag=True, help="Run the driver itself as a job of the profile (no GPU) and return.")
+@click.option("--retry-failed", is_flag=True,
+              help="Give every point whose trials all failed one more trial (after fixing the cause).")
+@click.option("--new-study", is_flag=True,
+              help="Start a new study where the storage has none but runs/NAME holds trial directories of an "
+                   "old one (its journal deleted or emptied); they are moved to runs/NAME/previous-TIME/.")
 @_index_option
-def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, index_path) -> None:
-    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path)."""
+def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, new_study,
+        index_path) -> None:
+    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path).
+
+    Exits 1 when points failed (their trials' jobs died, retries too): a line says how many and
+    where their logs are; fix the cause and run the same command with --retry-failed.
+    """
     options = {"profile": profile, "overrides": list(overrides), "trials": trials, "parallel": parallel,
-               "storage": storage, "store": store, "index": launch.ExperimentIndex(index_path)}
+               "storage": storage, "store": store, "retry_failed": retry_failed, "new_study": new_study,
+               "index": launch.ExperimentIndex(index_path)}
     driver = sweeps.SweepDriver.from_files(name, echo=lambda line: console.print(line, highlight=False), **options)
     if dry_run:
         _print_plan(driver)
         return
+    from steelseg_hpc.sweeps.detach import check_no_driver
+
+    check_no_driver(driver.spec.name, driver.folder, options["index"])
     if detach:
         _detach(driver, options)
         return
@@ -69,10 +86,14 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
     summary = driver.run()
     best = summary["best"]
     done = ", ".join(f"{count} {state.lower()}" for state, count in sorted(summary["trials"].items()))
-    line = f"[bold green]done[/] sweep {driver.spec.name}: {done}"
+    line = f"{'[bold red]ended' if summary['failed'] else '[bold green]done'}[/] sweep {driver.spec.name}: {done}"
     if best:
         line += f"; best {driver.spec.objective.metric} {best['value']:.4f} (trial {best['number']}, {best['params']})"
     console.print(line + f"; steelseg-hpc sweep report {driver.spec.name}", highlight=False)
+    if summary["failed"]:
+        err_console.print(f"[bold red]error:[/] {failure_line(driver.spec.name, summary['failed'], summary['points'])}",
+                          highlight=False)
+        sys.exit(1)
 
 
 def _print_plan(driver) -> None:
@@ -93,11 +114,16 @@ def _print_plan(driver) -> None:
 
 
 def _detach(driver, options: dict) -> None:
+    from steelseg_hpc.sweeps.detach import driver_row, record_driver_job
+
+    # refused now, not in the job (which moves old trial directories aside itself, under the lock)
+    driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url), set_aside=False)
     profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
     executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
     options = {**options, "profile": str(driver.profile_file), "index": options["index"],
                "store": str(driver.spec.store)}
     job = executor.submit(sweeps.DriverJob(str(driver.spec_file), options))
+    record_driver_job(driver.folder, driver_row(driver.spec.name, driver.folder, profile.executor, job))
     console.print(f"sweep {driver.spec.name}: driver submitted as job {job.job_id} ({profile.executor}); "
                   f"its log: {job.paths.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
                   highlight=False)

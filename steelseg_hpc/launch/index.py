@@ -194,6 +194,8 @@ class ExperimentIndex:
 
         ``since`` is the job's submission time: a local job id is a pid, which a later job may reuse.
         """
+        if not self.path.exists():
+            return False  # no index yet (a detached sweep driver that has not started): nothing was cancelled
         with self._connect(write=False) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "cancellations" not in tables:  # an index written before cancellations were recorded

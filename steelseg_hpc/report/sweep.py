@@ -165,7 +165,9 @@ def sweep_report(study: optuna.Study, out: Path) -> dict[str, Any]:
                               "norm": meta.get("norm"), "arch": meta.get("arch"), "plots": plots}
     points = analysis.points(trials)
     result["points"] = [{"params": p.params, "mean": p.mean, "sd": p.sd, "n": p.n,
-                         "trials": [t.number for t in p.trials]} for p in points]
+                         "trials": [t.number for t in p.trials], "duplicates": [t.number for t in p.duplicates]}
+                        for p in points]
+    result["notes"] = analysis.duplicate_notes(points)
     if points:
         top = max(points, key=lambda p: p.mean)
         result["best"] = {"params": top.params, "mean": top.mean, "sd": top.sd, "n": top.n}
@@ -215,6 +217,8 @@ def print_sweep_report(result: dict[str, Any], console: Console) -> None:
         console.print(table)
     for answer in result.get("answers", []):
         console.print(f"• {answer}", highlight=False)
+    for note in result.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
     if result.get("best"):
         console.print(f"best point: {result['best']['params']} -> {result['best']['mean']:.4f}", highlight=False)
     console.print(f"plots: {', '.join(result['plots']) or 'none yet'}", highlight=False)

@@ -5,7 +5,8 @@ One driver process owns the study and keeps trials in flight as jobs of the laun
 """
 from steelseg_hpc.core.lazy import lazy_exports
 
-__all__ = ["DriverJob", "SearchSpace", "SweepDriver", "SweepSpec", "all_sweeps", "load_sweep", "resolve_sweep_path"]
+__all__ = ["DriverJob", "SearchSpace", "SweepDriver", "SweepSpec", "all_sweeps", "existing_study", "load_sweep",
+           "resolve_sweep_path"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepSpec": "config",
@@ -13,6 +14,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "resolve_sweep_path": "config",
     "SearchSpace": "space",
     "SweepDriver": "driver",
-    "DriverJob": "driver",
+    "DriverJob": "detach",
     "all_sweeps": "summary",
+    "existing_study": "guards",
 })

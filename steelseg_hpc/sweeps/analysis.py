@@ -1,6 +1,8 @@
 """The numbers behind a sweep's report: points over seeds, the critical batch size, the answers.
 
-- **Points**: trials with the same parameters but another seed form a point: mean, sd, n.
+- **Points**: trials with the same parameters but another seed form a point: mean, sd, n. A
+  seed measured twice (the same run again) is one measurement: the first trial of each seed is
+  pooled, the others are kept as the point's ``duplicates`` and named in the report.
 - **B_crit** (McCandlish et al. 2018): for each batch size B (at its best learning rate), the
   optimiser steps S and training tiles E needed to first reach a target val Dice (default 95 %
   of the sweep's best) follow ``(S / S_min - 1)(E / E_min - 1) = 1``; with ``E = B S`` that is
@@ -39,6 +41,7 @@ class Point:
     params: dict[str, Any]
     values: list[float] = field(default_factory=list)
     trials: list[FrozenTrial] = field(default_factory=list)
+    duplicates: list[FrozenTrial] = field(default_factory=list)  # a seed already pooled, run again
 
     @property
     def n(self) -> int:
@@ -58,16 +61,30 @@ class Point:
 
 
 def points(trials: list[FrozenTrial]) -> list[Point]:
-    """Completed trials grouped by their parameters (seeds pooled), in first-trial order."""
+    """Completed trials grouped by their parameters (distinct seeds pooled), in first-trial order."""
     grouped: dict[str, Point] = {}
-    for trial in trials:
+    for trial in sorted(trials, key=lambda t: t.number):
         if trial.state != TrialState.COMPLETE or not trial.values:
             continue
         params = {k: v for k, v in trial.params.items() if k != SEED}
         point = grouped.setdefault(repr(sorted(params.items())), Point(params))
+        if SEED in trial.params and any(t.params.get(SEED) == trial.params[SEED] for t in point.trials):
+            point.duplicates.append(trial)
+            continue
         point.values.append(trial.values[0])
         point.trials.append(trial)
     return list(grouped.values())
+
+
+def duplicate_notes(all_points: list[Point]) -> list[str]:
+    """One sentence per point with a seed run more than once: which trials were left out of its mean."""
+    notes = []
+    for point in all_points:
+        for trial in point.duplicates:
+            first = next(t for t in point.trials if t.params.get(SEED) == trial.params[SEED])
+            notes.append(f"trial {trial.number} repeats {point.params} with seed {trial.params[SEED]} (trial "
+                         f"{first.number}): the same seed twice is one measurement, pooled once")
+    return notes
 
 
 def fit_critical_batch(batches: list[float], steps: list[float]) -> dict[str, float | None]:

@@ -25,24 +25,24 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import optuna
-import submitit
 from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.config import validate
-from steelseg_hpc.core.errors import ConfigError, SteelsegError
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, RunFiles
 from steelseg_hpc.launch import Executor, ExperimentIndex, JobRow, TrainingJob, job_states
 from steelseg_hpc.launch.validate import check_store
-from steelseg_hpc.sweeps import outcome
+from steelseg_hpc.sweeps import failures, guards, outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
+from steelseg_hpc.sweeps.resume import RETRY_PLANNED, InFlight, Resume  # noqa: F401  (RETRY_PLANNED: re-exported)
 from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal, storage_url
 from steelseg_hpc.training.run_lock import RunLock
@@ -51,25 +51,9 @@ log = logging.getLogger(__name__)
 
 #: A job SLURM has not heard of for this long (sacct lags a second or two) has failed.
 UNKNOWN_GRACE_S = 120.0
-#: A failed trial's user attribute: True when the driver runs its parameters once more.
-RETRY_PLANNED = "retry_planned"
 
 
-@dataclass
-class InFlight:
-    """A trial whose job has not ended yet."""
-
-    trial: optuna.trial.Trial
-    slot: int
-    run_dir: Path
-    job: JobRow
-    reported: int = 0  # epochs already reported to Optuna
-    stop_requested: bool = False
-    unknown_since: float | None = None
-    ended_at: float | None = field(default=None, repr=False)
-
-
-class SweepDriver:
+class SweepDriver(Resume):
     """Run (or resume) the sweep ``spec`` with jobs on ``profile``.
 
     Args:
@@ -80,21 +64,27 @@ class SweepDriver:
             ``status NAME``, ``logs`` and ``cancel NAME`` work on them.
         poll_seconds: How often job states and run directories are read.
         echo: Where progress lines go (the CLI prints them; default: this module's logger).
+        retry_failed: Give every failed point (see :mod:`.failures`) one more trial.
+        new_study: Start a new study where the storage has none but trial run directories of an
+            old one are (they are moved aside; see :mod:`.guards`).
     """
 
     def __init__(self, spec: SweepSpec, profile: ClusterProfile, storage: str | None = None,
                  index: ExperimentIndex | None = None, poll_seconds: float = 1.0,
                  echo: Callable[[str], None] | None = None, spec_file: Path | None = None,
-                 profile_file: Path | None = None):
+                 profile_file: Path | None = None, retry_failed: bool = False, new_study: bool = False):
         self.spec = spec.model_copy(update={"store": spec.store.absolute(), "runs_root": spec.runs_root.absolute()})
         self.profile, self.profile_file, self.spec_file = profile, profile_file, spec_file
         self.folder = self.spec.folder()
         self.storage_url = storage_url(storage, self.folder)
         self.index = index or ExperimentIndex()
         self.poll_seconds = poll_seconds
+        self.retry_failed, self.new_study = retry_failed, new_study
         self.echo = echo or log.info
         self.space = SearchSpace(self.spec, world_size=profile.world_size())
         self.slots = self.space.slots()
+        if self.space.trials_capped():
+            self.echo(f"sweep {self.spec.name}: {self.space.trials_capped()}")
         self.in_flight: list[InFlight] = []
         self.events: list[dict[str, Any]] = []  # (for benchmarks) when each job was submitted and ended
 
@@ -139,6 +129,28 @@ class SweepDriver:
         elif Path(self.storage_url).is_dir():
             raise ConfigError(f"--storage {display_url(self.storage_url)}: is a folder; expected a journal or an RDB URL")
 
+    @cached_property
+    def store_identity(self) -> dict[str, Any]:
+        """The sweep's store, identified as a run identifies its own (:func:`.guards.identity_of`)."""
+        return guards.identity_of(self.spec.store)
+
+    def check_study(self, study: optuna.Study | None, set_aside: bool = True) -> None:
+        """Refuse to add to ``study`` (None: not created yet) what would not belong in it.
+
+        Args:
+            set_aside: With ``new_study``, move old trial run directories aside (False: only check).
+
+        Raises:
+            DataError: the study was run on a store of other content (see :mod:`.guards`).
+            ConfigError: no study, but trial run directories of an old one, and no ``new_study``.
+        """
+        if study is not None:
+            guards.check_study_store(study.user_attrs, self.store_identity, self.spec.name)
+        elif not self.new_study:
+            guards.check_no_orphan_trials(self.folder, self.spec.name, self.storage_url)
+        elif set_aside and (aside := guards.set_aside(self.folder)) is not None:
+            self.echo(f"sweep {self.spec.name}: a new study; the old trial run directories are in {aside}")
+
     def plan(self) -> list[dict[str, Any]]:
         """What ``--dry-run`` prints: every trial slot's values and, when nothing is drawn at
         launch, the run-config overrides its job gets."""
@@ -159,7 +171,10 @@ class SweepDriver:
             for repair in recover_journal(self.storage_url):
                 self.echo(f"sweep {self.spec.name}: {repair}")
             storage = open_storage(self.storage_url, create=True)
+            self.check_study(guards.existing_study(self.spec.name, self.storage_url, storage))
             self.study = open_study(self.spec, storage, epochs=self.space.base_config().epochs)
+            self.study.set_user_attr(guards.STORE_ATTR, self.study.user_attrs.get(guards.STORE_ATTR)
+                                     or self.store_identity)
             self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             base = self.space.base_config()
@@ -174,6 +189,8 @@ class SweepDriver:
                                          str(self.profile_file) if self.profile_file else None, self.profile.executor)
             self._reattach()
             self._enqueue_lost_retries()
+            if self.retry_failed:
+                self._enqueue_failed_points()
             while True:
                 self._follow()
                 while len(self.in_flight) < self.spec.parallel and self._launch_next():
@@ -185,45 +202,6 @@ class SweepDriver:
 
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
-
-    def _reattach(self) -> None:
-        """Match every RUNNING trial with its job: follow it, or submit it if it never got one.
-
-        A driver killed between ``ask`` and ``set_user_attr("job_id")`` leaves a trial with some or
-        none of its parameters and maybe a job the index already knows (recorded just before the
-        kill): the trial asks the space again, which returns the values it has, its enqueued fixed
-        values and a draw for the rest, and a job recorded for its run directory is followed, not
-        submitted twice.
-        """
-        for frozen in self._trials():
-            if frozen.state != TrialState.RUNNING:
-                continue
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            slot = frozen.user_attrs.get("slot", 0)
-            job_id = frozen.user_attrs.get("job_id")
-            if job_id is None:
-                row = self._job_recorded_for(frozen)
-                if row is None:
-                    self._submit(trial, slot, self.space.suggest(trial))
-                    continue
-                job_id = row.job_id
-                trial.set_user_attr("job_id", job_id)
-            else:
-                try:
-                    row = self.index.find_job(job_id)
-                except SteelsegError:
-                    self._fail(trial, slot, f"job {job_id} is not in the index")
-                    continue
-            self.in_flight.append(InFlight(trial, slot, Path(row.run_dir), row,
-                                           reported=len(frozen.intermediate_values),
-                                           stop_requested=RunFiles(row.run_dir).stop_request.exists()))
-            self.echo(f"trial {frozen.number}: following job {job_id} again")
-
-    def _job_recorded_for(self, frozen: FrozenTrial) -> JobRow | None:
-        run_dir = frozen.user_attrs.get("run_dir")
-        if run_dir is None:
-            return None
-        return next((row for row in self.index.jobs(self.spec.name) if row.run_dir == run_dir), None)
 
     def _slots_taken(self) -> dict[int, list[FrozenTrial]]:
         taken: dict[int, list[FrozenTrial]] = {}
@@ -356,20 +334,8 @@ class SweepDriver:
         if again:
             self._enqueue_retry(frozen, slot)
 
-    def _enqueue_retry(self, failed: FrozenTrial, slot: int) -> None:
-        self.study.enqueue_trial(failed.params, user_attrs={"slot": slot, "retry_of": failed.number})
-
-    def _enqueue_lost_retries(self) -> None:
-        trials = self._trials()
-        retried = {t.user_attrs.get("retry_of") for t in trials}
-        for frozen in trials:
-            if (frozen.state == TrialState.FAIL and frozen.user_attrs.get(RETRY_PLANNED)
-                    and frozen.number not in retried):
-                self._enqueue_retry(frozen, frozen.user_attrs.get("slot", 0))
-                self.echo(f"trial {frozen.number}: its retry was not queued before the driver stopped; queued now")
-
     def summary(self) -> dict[str, Any]:
-        """Trials by state and the best one(s)."""
+        """Trials by state, the best one(s), and the points that failed (:mod:`.failures`)."""
         trials = self._trials()
         counts: dict[str, int] = {}
         for t in trials:
@@ -380,23 +346,6 @@ class SweepDriver:
             top = max(complete, key=lambda t: t.value)
             best = {"number": top.number, "value": top.value, "params": top.params}
         return {"sweep": self.spec.name, "storage": display_url(self.storage_url), "trials": counts, "best": best,
-                "folder": str(self.folder)}
+                "folder": str(self.folder), "points": len(self.slots),
+                "failed": failures.describe(trials, self.index)}
 
-
-class DriverJob(submitit.helpers.Checkpointable):
-    """The driver itself as a small CPU job (``sweep --detach``).
-
-    On its time limit submitit requeues it (it is checkpointable, with nothing to save): the
-    requeued driver re-attaches to the study like a rerun of the command does.
-
-    Args:
-        sweep_file: The sweep TOML.
-        options: :meth:`SweepDriver.from_files` keyword arguments (profile, overrides, ...).
-    """
-
-    def __init__(self, sweep_file: str, options: dict):
-        self.sweep_file, self.options = sweep_file, options
-
-    def __call__(self) -> dict:
-        driver = SweepDriver.from_files(self.sweep_file, echo=lambda line: print(line, flush=True), **self.options)
-        return driver.run()

@@ -2,7 +2,8 @@
 
 Parameters the grid sampler (or ``stratify``) enumerates are fixed per trial *slot*: the slots are
 the product of their values and the seeds, in an order that visits every point before any repeats
-(``trials`` beyond one round start a second round). The others are drawn by Optuna's sampler when
+(``trials`` beyond one round start a second round when the sampler draws values; a grid, with
+nothing to draw, runs each point once per seed). The others are drawn by Optuna's sampler when
 the trial starts. ``global_batch`` is derived: the driver splits it into ``micro_batch`` (at most
 ``max_micro_batch``, the most that fits the GPU) and ``grad_accumulation`` over the profile's
 ranks, and an LR-scaling rule may scale the learning rate with it.
@@ -93,10 +94,25 @@ class SearchSpace:
 
     def slots(self) -> list[dict[str, Any]]:
         """The fixed parameters of every trial, in launch order: each point with each seed,
-        then (when ``trials`` asks for more) the same again, drawing new sampled values."""
+        then (when ``trials`` asks for more) the same again, drawing new sampled values.
+
+        With nothing drawn (a grid), a second round would run every point again with the same
+        seed, measuring nothing new: the slots stop after one round (see :meth:`trials_capped`).
+        """
         round_ = [{**point, SEED: seed} for seed in self.spec.seeds for point in self.points()]
         wanted = self.spec.trials or len(round_)
+        if not self.sampled():
+            wanted = min(wanted, len(round_))
         return [dict(round_[i % len(round_)]) for i in range(wanted)]
+
+    def trials_capped(self) -> str | None:
+        """A line when ``trials`` asks for more than a grid has (None when it does not)."""
+        grid = len(self.points()) * len(self.spec.seeds)
+        if self.sampled() or not self.spec.trials or self.spec.trials <= grid:
+            return None
+        return (f"trials {self.spec.trials} exceeds the grid ({len(self.points())} point(s) x {len(self.spec.seeds)} "
+                f"seed(s)): running {grid}, as a grid point run again with the same seed measures nothing new; "
+                "add seeds for more measurements")
 
     def sibling(self, slot: int) -> int | None:
         """The first seed's slot of the same point and round: its drawn values are this slot's too,

@@ -68,6 +68,14 @@ def _is_secret(key: str) -> bool:
     return any(word in key.lower() for word in ("pass", "pwd", "secret", "token"))
 
 
+def storage_exists(url: str) -> bool:
+    """Whether the storage at ``url`` is there to read: a journal or SQLite file that exists, or a server."""
+    if not is_rdb(url):
+        return Path(url).is_file()
+    database = _sqlite_file(url)
+    return database is None or database.is_file()
+
+
 def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
     """The Optuna storage behind ``url`` (a journal file path, or an RDB URL).
 

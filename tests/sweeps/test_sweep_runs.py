@@ -367,3 +367,144 @@ def test_dry_run_prints_the_trials_and_detach_runs_the_driver_as_a_job(tiny_stor
             break
         assert time.time() < deadline, [t.state for t in trials]
         time.sleep(1)
+
+
+def test_a_sweep_whose_points_failed_exits_1_and_retry_failed_runs_them_again(tiny_store, tmp_path):
+    import torch
+
+    from steelseg_hpc.models.sam_build import build_sam
+
+    index = tmp_path / "index.sqlite"
+    weights = tmp_path / "sam_tiny.pth"  # missing: every trial's job dies loading it
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "failing", tiny_store, "sam-lora", space, extra="retries = 0",
+                       overrides=(*SAM, '"epochs=1"', f'"model.checkpoint=\\"{weights}\\""'))
+    env = {"STEELSEG_INDEX": str(index)}
+    failed = CliRunner().invoke(main, ["sweep", str(path)], env=env)
+    assert failed.exit_code == 1, failed.output
+    assert "2 of 2 point(s) failed" in failed.output and "--retry-failed" in failed.output
+    log = ExperimentIndex(index).jobs("failing")[0].stderr
+    assert log in failed.output and "does not exist" in Path(log).read_text()
+    again = CliRunner().invoke(main, ["sweep", str(path)], env=env)  # nothing to run, still failed
+    assert again.exit_code == 1 and "2 of 2 point(s) failed" in again.output
+    torch.save(build_sam("tiny").state_dict(), weights)  # the cause, fixed
+    retried = sweep(path, "--retry-failed", index=index)
+    trials = study_of("failing", str(tmp_path / "failing" / "study.journal")).get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert sorted(t.params["rank"] for t in trials if t.state == TrialState.COMPLETE) == [4, 8]
+    assert "done sweep failing: 2 complete, 2 fail" in retried.output
+    help_text = CliRunner().invoke(main, ["sweep", "run", "--help"]).output
+    assert "--retry-failed" in help_text and "Exits 1" in help_text
+
+
+@pytest.fixture(scope="module")
+def other_store(tmp_path_factory) -> Path:
+    """A prepared store of other content than ``tiny_store`` (another synthetic draw)."""
+    from steelseg_hpc.data import load_spec, prepare
+    from steelseg_hpc.data.synth import make_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("other-store")
+    spec = make_synthetic_dataset(folder / "raw", groups=(3, 3, 3), size=(128, 112), seed=1, tile_size=64, copies=0)
+    prepare(load_spec(spec), folder / "other.zarr", workers=0)
+    return folder / "other.zarr"
+
+
+def test_a_sweep_records_its_store_and_refuses_another(tiny_store, other_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "onestore", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    sweep(path, index=index)
+    storage = str(tmp_path / "onestore" / "study.journal")
+    recorded = study_of("onestore", storage).user_attrs["store"]
+    assert recorded["path"] == str(tiny_store) and recorded["spec_hash"]
+    env = {"STEELSEG_INDEX": str(index)}
+    for extra in ([], ["--detach"]):
+        refused = CliRunner().invoke(main, ["sweep", str(path), "--store", str(other_store), "--trials", "2", *extra],
+                                     env=env)
+        assert refused.exit_code == 2, (extra, refused.output)
+        (error,) = [line for line in refused.output.splitlines() if line.startswith("error:")]
+        assert "is not the store sweep onestore was run on" in error and "Traceback" not in refused.output
+    assert len(study_of("onestore", storage).get_trials()) == 1
+    assert not (tmp_path / "onestore" / "driver").exists()  # no driver job was submitted
+    alias = tmp_path / "alias.zarr"
+    alias.symlink_to(tiny_store)
+    sweep(path, "--store", alias, index=index)  # the same store by another path is the same store
+    assert len(study_of("onestore", storage).get_trials()) == 1
+
+
+def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
+    path = write_sweep(tmp_path, "grid", tiny_store, "sam-lora", space, overrides=SAM)
+    dry = sweep(path, "--trials", "5", "--dry-run", index=index)
+    assert "trials 5 exceeds the grid (2 point(s) x 1 seed(s)): running 2" in dry.output
+    assert "sweep grid: 2 trials" in dry.output and dry.output.count("seed=0") == 2
+    # a study from before the cap (or another driver) holding the same point and seed twice
+    storage = str(tmp_path / "grid" / "study.journal")
+    study = optuna.create_study(study_name="grid", storage=open_storage(storage), direction="maximize")
+    study.set_user_attr("sweep", {"space": {"rank": "model.rank"}, "metric": "val_dice", "seeds": [0]})
+    distributions = {"seed": optuna.distributions.CategoricalDistribution([0, 1]),
+                     "rank": optuna.distributions.CategoricalDistribution([4, 8])}
+    for rank, seed, value in ((4, 0, 0.30), (4, 0, 0.20), (4, 1, 0.40), (8, 0, 0.5)):
+        study.add_trial(optuna.trial.create_trial(params={"seed": seed, "rank": rank}, distributions=distributions,
+                                                  value=value, user_attrs={"slot": 0}))
+    report = CliRunner().invoke(main, ["sweep", "report", str(path), "--storage", storage, "--json",
+                                       "--out", str(tmp_path / "report")], env={"STEELSEG_INDEX": str(index)})
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.output)
+    four = next(row for row in summary["ranks"] if row["rank"] == 4)
+    assert four["n"] == 2 and four["mean"] == pytest.approx(0.35)  # seeds 0 and 1, seed 0 once
+    point = next(p for p in summary["points"] if p["params"] == {"rank": 4})
+    assert point["trials"] == [0, 2] and point["duplicates"] == [1]
+    assert any("trial 1 repeats {'rank': 4} with seed 0 (trial 0)" in note for note in summary["notes"])
+    table = CliRunner().invoke(main, ["sweep", "report", str(path), "--storage", storage,
+                                      "--out", str(tmp_path / "report")], env={"STEELSEG_INDEX": str(index)})
+    assert "note: trial 1 repeats" in table.output
+
+
+def test_a_second_driver_is_refused_while_a_detached_one_runs(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "onedriver", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    first = sweep(path, "--detach", index=index)
+    job_id = first.output.split("driver submitted as job ")[1].split()[0]
+    env = {"STEELSEG_INDEX": str(index)}
+    for extra in (["--detach"], []):
+        refused = CliRunner().invoke(main, ["sweep", str(path), *extra], env=env)
+        assert refused.exit_code == 2, (extra, refused.output)
+        assert "its driver is" in refused.output and "Traceback" not in refused.output
+        assert job_id in refused.output or "its driver is running (pid" in refused.output
+    storage = str(tmp_path / "onedriver" / "study.journal")
+    deadline = time.time() + 240
+    while not (Path(storage).exists() and [t.state for t in study_of("onedriver", storage).get_trials()]
+               == [TrialState.COMPLETE]):
+        assert time.time() < deadline
+        time.sleep(1)
+    jobs = [p.name for p in (tmp_path / "onedriver" / "driver").iterdir() if p.name.isdigit()]
+    assert jobs == [job_id]  # one driver job (the local executor keeps a folder per job)
+
+
+def test_a_lost_journal_does_not_start_a_new_study_over_the_old_trials_without_new_study(tiny_store, tmp_path):
+    index = tmp_path / "index.sqlite"
+    space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
+    path = write_sweep(tmp_path, "lost", tiny_store, "sam-lora", space, overrides=(*SAM, '"epochs=1"'))
+    sweep(path, index=index)
+    journal = tmp_path / "lost" / "study.journal"
+    old_final = (tmp_path / "lost" / "trial0000" / "final.json").read_text()
+    env = {"STEELSEG_INDEX": str(index)}
+    for lose in (lambda: journal.write_bytes(b""), journal.unlink):  # emptied, then deleted
+        lose()
+        for extra in ([], ["--detach"]):
+            refused = CliRunner().invoke(main, ["sweep", str(path), *extra], env=env)
+            assert refused.exit_code == 2, (extra, refused.output)
+            assert "has 1 trial run directories (trial0000, ...)" in refused.output and "--new-study" in refused.output
+    assert len(ExperimentIndex(index).jobs("lost", latest_only=False)) == 1  # nothing was submitted
+    assert not (tmp_path / "lost" / "driver").exists()
+    fresh = sweep(path, "--new-study", index=index)
+    (aside,) = (tmp_path / "lost").glob("previous-*")
+    assert f"old trial run directories are in {aside}" in fresh.output
+    assert (aside / "trial0000" / "final.json").read_text() == old_final
+    (trial,) = study_of("lost", str(journal)).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert (tmp_path / "lost" / "trial0000" / "final.json").read_text() != old_final  # trained anew
+    assert "--new-study" in CliRunner().invoke(main, ["sweep", "run", "--help"]).output

@@ -77,9 +77,10 @@ def evaluate(run_dir, split, tta, checkpoint, store, as_json) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The .safetensors file to write.")
-def export(run_dir, out) -> None:
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def export(run_dir, out, force) -> None:
     """Write a run's best weights for inference, LoRA adapters merged into SAM's qkv."""
-    info = training.export_run(run_dir, out)
+    info = training.export_run(run_dir, out, force=force)
     merged = f", {info['merged_adapters']} LoRA adapters merged" if info["merged_adapters"] else ""
     console.print(f"wrote {info['out']}: {info['arch']} from checkpoint {info['checkpoint']}, "
                   f"{info['tensors']} tensors{merged}; load it with "

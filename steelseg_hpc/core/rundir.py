@@ -18,7 +18,9 @@ spelled here and nowhere else::
 
 Readers never fail on a run that is still being written: a missing file is ``None`` or ``[]``,
 a half-written last metrics line is skipped, and unknown fields (written by a newer version) are
-kept in ``extra``.
+kept in ``extra``. With ``strict=True`` they tell damage apart from that: a file that is there but
+cannot be read, is not JSON, holds a field of the wrong type, or a metrics line other than a torn
+(unterminated) last one that is not a row, raises :class:`DamagedRunFile` naming the file.
 
 Example:
     >>> import tempfile
@@ -32,10 +34,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.core.io import atomic_write_json, atomic_write_text
 
 #: Version of the run-directory layout, written into ``run.json``.
@@ -70,7 +75,23 @@ class RunFiles:
         return f"RunFiles({str(self.path)!r})"
 
 
+class DamagedRunFile(DataError):
+    """A run file that is there but cannot be read as what it should be (not a run in progress)."""
+
+
 Record = TypeVar("Record", bound="_Record")
+
+
+def _accepted_types(hint: Any) -> tuple[type, ...]:
+    """The types a field's JSON value may have (empty: anything)."""
+    accepted: list[type] = []
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for option in typing.get_args(hint) if union else (hint,):
+        kind = typing.get_origin(option) or option
+        if kind is Any:
+            return ()
+        accepted += [int, float] if kind is float else [kind]
+    return tuple(accepted)
 
 
 @dataclass
@@ -84,8 +105,16 @@ class _Record:
         return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
 
     @classmethod
-    def from_dict(cls: type[Record], data: dict[str, Any]) -> Record:
+    def from_dict(cls: type[Record], data: dict[str, Any], strict: bool = False) -> Record:
+        """The record of ``data``; ``strict``: a known field of the wrong type raises ValueError."""
         known = cls.field_names()
+        if strict:
+            hints = typing.get_type_hints(cls)
+            for name in known:
+                accepted = _accepted_types(hints[name])
+                if name in data and accepted and not isinstance(data[name], accepted):
+                    raise ValueError(f"{name}: expected {' or '.join(sorted({t.__name__ for t in accepted}))}, "
+                                     f"got {data[name]!r:.40}")
         return cls(**{k: v for k, v in data.items() if k in known},
                    extra={k: v for k, v in data.items() if k not in known})
 
@@ -164,28 +193,71 @@ class RunInfo(_Record):
         return self.starts[-1] if self.starts else {}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_text(path: Path, strict: bool) -> str | None:
+    """The file's text; None when it is missing (or, unless ``strict``, unreadable)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, not text
+        if strict:
+            raise DamagedRunFile(f"{path}: damaged, cannot be read as text ({type(exc).__name__}: {exc})") from None
+        return None
 
 
-def read_metrics(run_dir: str | Path) -> list[MetricsRow]:
-    """Every finished epoch of a run, in order (a torn line, mid-write, is skipped)."""
+def _read_json(path: Path, strict: bool = False) -> dict[str, Any] | None:
+    text = _read_text(path, strict)
+    if text is None:
+        return None
     try:
-        lines = RunFiles(run_dir).metrics.read_text(encoding="utf-8").splitlines()
-    except OSError:
+        data = json.loads(text)
+    except ValueError as exc:
+        if strict:
+            raise DamagedRunFile(f"{path}: damaged, not JSON ({exc})") from None
+        return None
+    if not isinstance(data, dict):
+        if strict:
+            raise DamagedRunFile(f"{path}: damaged, expected a JSON object, got {type(data).__name__}")
+        return None
+    return data
+
+
+def _read_record(path: Path, record: type[Record], strict: bool) -> Record | None:
+    data = _read_json(path, strict)
+    if data is None:
+        return None
+    try:
+        return record.from_dict(data, strict=strict)
+    except ValueError as exc:
+        raise DamagedRunFile(f"{path}: damaged, {exc}") from None
+
+
+def read_metrics(run_dir: str | Path, strict: bool = False) -> list[MetricsRow]:
+    """Every finished epoch of a run, in order (a torn line, mid-write, is skipped).
+
+    A torn line is an unterminated last one: every row is written whole with its newline, so with
+    ``strict`` any other line that is not a row means the file is damaged.
+
+    Raises:
+        DamagedRunFile: with ``strict``, the file cannot be read, or holds a bad line before its end.
+    """
+    path = RunFiles(run_dir).metrics
+    text = _read_text(path, strict)
+    if text is None:
         return []
+    *lines, unterminated = text.split("\n")
     rows = []
-    for line in lines:
+    for number, line in enumerate([*lines, unterminated], start=1):
+        if not line.strip():
+            continue
         try:
             data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            rows.append(MetricsRow.from_dict(data))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            rows.append(MetricsRow.from_dict(data, strict=strict))
+        except ValueError as exc:
+            if strict and number <= len(lines):
+                raise DamagedRunFile(f"{path}: damaged, line {number} is not a metrics row ({exc})") from None
     return rows
 
 
@@ -202,28 +274,37 @@ def write_metrics(files: RunFiles, rows: list[MetricsRow]) -> None:
     atomic_write_text(files.metrics, "".join(json.dumps(row.to_dict()) + "\n" for row in rows))
 
 
-def read_final(run_dir: str | Path) -> FinalSummary | None:
-    """``final.json``, or None while the run has not stopped for good."""
-    data = _read_json(RunFiles(run_dir).final)
-    return None if data is None else FinalSummary.from_dict(data)
+def read_final(run_dir: str | Path, strict: bool = False) -> FinalSummary | None:
+    """``final.json``, or None while the run has not stopped for good (``strict``: or damaged)."""
+    return _read_record(RunFiles(run_dir).final, FinalSummary, strict)
 
 
 def write_final(files: RunFiles, summary: FinalSummary) -> None:
     atomic_write_json(files.final, summary.to_dict())
 
 
-def read_run_info(run_dir: str | Path) -> RunInfo | None:
-    data = _read_json(RunFiles(run_dir).run_info)
-    return None if data is None else RunInfo.from_dict(data)
+def read_run_info(run_dir: str | Path, strict: bool = False) -> RunInfo | None:
+    """``run.json``, or None before the run's first start (``strict``: raises when it is damaged)."""
+    return _read_record(RunFiles(run_dir).run_info, RunInfo, strict)
 
 
 def write_run_info(files: RunFiles, info: RunInfo) -> None:
     atomic_write_json(files.run_info, info.to_dict())
 
 
-def read_evaluation(run_dir: str | Path, split: str = "test", tta: bool = False) -> dict[str, Any] | None:
-    """The ``metrics.json`` of an evaluation (see ``training.evaluate``), or None if not run."""
-    return _read_json(RunFiles(run_dir).eval_metrics(split, tta))
+def read_evaluation(run_dir: str | Path, split: str = "test", tta: bool = False,
+                    strict: bool = False) -> dict[str, Any] | None:
+    """The ``metrics.json`` of an evaluation (see ``training.evaluate``), or None if not run.
+
+    Raises:
+        DamagedRunFile: with ``strict``, the file is there but is no evaluation (its ``overall``
+            figures are not a table).
+    """
+    path = RunFiles(run_dir).eval_metrics(split, tta)
+    data = _read_json(path, strict)
+    if strict and data is not None and not isinstance(data.get("overall"), dict):
+        raise DamagedRunFile(f"{path}: damaged, its 'overall' figures are missing or not a table")
+    return data
 
 
 def best_value(rows: list[MetricsRow], metric: str = "val_dice") -> float | None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from statistics import fmean, stdev
 
-from steelseg_hpc.report.collect import ArchitectureGroup, RunRecord
+from steelseg_hpc.report.collect import RunRecord
+from steelseg_hpc.report.groups import ArchitectureGroup, Cohort
 
 _VARIANT_NAMES = {"enhanced": "Enhanced", "enhanced-glu": "Enhanced* (GLU)", "vanilla": "vanilla", "lora": "LoRA"}
 _FAMILY_NAMES = {"unet3plus": "U-Net3+", "elunet": "ELU-Net", "sam": "SAM"}
@@ -64,36 +65,46 @@ def cost(label: str, runs: list[RunRecord], baseline: list[RunRecord]) -> str | 
 
 def _name(group: ArchitectureGroup) -> str:
     if group.family == "sam":
-        return "SAM_LoRA"
-    return f"{_VARIANT_NAMES.get(group.variant, group.variant)} {_FAMILY_NAMES.get(group.family, group.family)}"
+        name = "SAM_LoRA"
+    else:
+        name = f"{_VARIANT_NAMES.get(group.variant, group.variant)} {_FAMILY_NAMES.get(group.family, group.family)}"
+    return f"{name} ({group.detail})" if group.detail else name
 
 
 def _scores(group: ArchitectureGroup, metric: str) -> list[float]:
     return [score for score in (run.test(metric) for run in group.runs) if score is not None]
 
 
-def answers(groups: list[ArchitectureGroup], metric: str = "dice_macro") -> list[str]:
-    """Every sentence the numbers support: variants vs their vanilla model, GLU's cost, the best."""
-    by_name = {group.arch: group for group in groups}
-    sentences = []
-    for group in groups:
-        vanilla = by_name.get(group.vanilla) if group.vanilla else None
-        if vanilla is None or vanilla is group:
+def answers(cohort: Cohort, metric: str = "dice_macro") -> list[str]:
+    """Every sentence the numbers of one table support: variants vs their vanilla model, GLU's cost, the best.
+
+    Groups are compared only inside their table (one store, one evaluation), and only where each
+    side is one experiment: an architecture with several run configurations there is not compared
+    (a run with a damaged file, alone beside its intact group, is left out).
+    """
+    groups, sentences = cohort.groups, []
+    shown = [group for group in groups if cohort.only(group.arch) is group]  # one experiment per architecture
+    ambiguous = list(dict.fromkeys(group.arch for group in groups if cohort.only(group.arch) is None))
+    for arch in ambiguous:
+        sentences.append(f"{arch}: not compared (several run configurations of it here, see the notes)")
+    for group in shown:
+        vanilla = cohort.only(group.vanilla) if group.vanilla and group.vanilla != group.arch else None
+        if vanilla is None:
             continue
         mine, theirs = _scores(group, metric), _scores(vanilla, metric)
         if mine and theirs:
             sentences.append(compare(f"{_name(group)} vs {_name(vanilla)}", mine, theirs))
         else:
             sentences.append(f"{_name(group)} vs {_name(vanilla)}: not resolved (test evaluation missing)")
-    for group in groups:
+    for group in shown:
         if group.variant != "enhanced-glu":
             continue
-        enhanced = next((g for g in groups if g.family == group.family and g.variant == "enhanced"), None)
-        if enhanced is not None:
-            sentence = cost(f"{_name(group)} vs {_name(enhanced)}", group.runs, enhanced.runs)
+        enhanced = [g for g in shown if g.family == group.family and g.variant == "enhanced"]
+        if enhanced:
+            sentence = cost(f"{_name(group)} vs {_name(enhanced[0])}", group.runs, enhanced[0].runs)
             if sentence:
                 sentences.append(sentence)
-    scored = [(fmean(_scores(g, metric)), g) for g in groups if _scores(g, metric)]
+    scored = [(fmean(_scores(g, metric)), g) for g in shown if _scores(g, metric)]
     if len(scored) >= 2:
         scored.sort(key=lambda pair: -pair[0])
         (best, top), (second, runner_up) = scored[0], scored[1]

@@ -1,13 +1,14 @@
-"""What a report is made of: the runs it compares, grouped by architecture, with their figures.
+"""What a report is made of: the runs it compares, read from their run directories.
 
 Runs come from experiments (their jobs' run directories, via the index) or from run directories
 given directly. Each run is read through the run-directory contract; its test evaluation is the
 whole-image sliding-window one (``evaluate``), run now where it is missing if asked, else reported
-missing. Runs of one architecture (several seeds) are pooled as mean ± sd.
+missing. A file the report reads that is there but damaged is recorded in ``RunRecord.damage``:
+the figures that come from it are unknown, never zero (``report.groups`` pools the runs).
 
 Example:
     >>> runs = collect_runs(["smoke"], index=ExperimentIndex())  # doctest: +SKIP
-    >>> [group.arch for group in group_by_architecture(runs)]  # doctest: +SKIP
+    >>> [run.damage for run in runs]  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import fmean, median, stdev
+from statistics import fmean, median
 from typing import Any
 
 import torch
@@ -24,12 +25,22 @@ from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, SteelsegError, UnknownSplitError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
 from steelseg_hpc.launch import ExperimentIndex
-from steelseg_hpc.models import architecture, architectures, build_model
+from steelseg_hpc.models import architecture, build_model
 from steelseg_hpc.models.profiling import forward_gflops
+from steelseg_hpc.report.pooling import experiment_fields
 from steelseg_hpc.sweeps.outcome import gpu_hours
 from steelseg_hpc.training import evaluate_run, load_saved_config
 
 log = logging.getLogger(__name__)
+
+#: What is unknown of a run when one of the files it is read from is damaged, by part.
+UNKNOWN_WHEN_DAMAGED = {
+    "config": "its seed, options and GFLOPs are",
+    "run_info": "its store, parameter count and GFLOPs are",
+    "metrics": "its epochs, time per epoch, GPU-hours and peak memory are",
+    "final": "how it stopped is",
+    "evaluation": "its test figures are",
+}
 
 
 @dataclass
@@ -47,6 +58,10 @@ class RunRecord:
     options: dict[str, Any] = field(default_factory=dict)
     tile_size: int | None = None
     unknown_split: str = ""  # why the run's store has no such split (a typo in --split?), else ""
+    #: The parts read from a damaged file (a key of UNKNOWN_WHEN_DAMAGED) -> (its name, why).
+    damage: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: What makes it an experiment (``report.pooling.experiment_fields``): runs pool when equal.
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -89,6 +104,16 @@ class RunRecord:
     def gpu_hours(self) -> float:
         return gpu_hours(self.rows)
 
+    def damage_notes(self, split: str) -> list[str]:
+        """One line per damaged file: which, why, and what of the run is therefore unknown."""
+        notes = []
+        for part, (_, why) in self.damage.items():
+            line = f"{why}; {UNKNOWN_WHEN_DAMAGED[part]} unknown (shown as ?), and it is pooled with no other run"
+            if part == "evaluation":
+                line += f"; `steelseg-hpc evaluate {self.path} --split {split}` measures it again"
+            notes.append(line)
+        return notes
+
 
 def experiment_run_dirs(name: str, index: ExperimentIndex) -> list[Path]:
     """The run directories of an experiment's jobs (the newest job of each)."""
@@ -96,17 +121,35 @@ def experiment_run_dirs(name: str, index: ExperimentIndex) -> list[Path]:
 
 
 def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> RunRecord:
-    """Read one run directory; evaluate it on ``split`` when that is missing and asked for."""
-    info = rundir.read_run_info(path)
-    arch, seed, options, tile = (info.arch if info else None), None, {}, None
-    try:
-        config = load_saved_config(rundir.RunFiles(path).config)
-        arch, seed, options = config.model.name, config.seed, config.model.options()
-    except SteelsegError:
-        pass
-    evaluation = rundir.read_evaluation(path, split) or rundir.read_evaluation(path, split, tta=True)
-    note, unknown_split = "", ""
-    if evaluation is None and evaluate_missing:
+    """Read one run directory; evaluate it on ``split`` when that is missing and asked for.
+
+    A damaged file is recorded in ``damage`` and read as missing; a damaged evaluation is not
+    replaced by a new one behind the user's back (the note says how to measure it again).
+    """
+    files = rundir.RunFiles(path)
+    damage: dict[str, tuple[str, str]] = {}
+
+    def read(part: str, file: Path, reader, default):
+        try:
+            return reader()
+        except rundir.DamagedRunFile as exc:
+            why = str(exc)
+        except SteelsegError as exc:  # config.toml: its reader names the file and what is wrong
+            why = f"{exc} (damaged, or written by another version)"
+        damage[part] = (file.relative_to(path).as_posix(), why)
+        return default
+
+    info = read("run_info", files.run_info, lambda: rundir.read_run_info(path, strict=True), None)
+    config = read("config", files.config, lambda: load_saved_config(files.config), None)
+    rows = read("metrics", files.metrics, lambda: rundir.read_metrics(path, strict=True), [])
+    final = read("final", files.final, lambda: rundir.read_final(path, strict=True), None)
+    evaluation = None
+    for tta in (False, True):
+        if evaluation is None and "evaluation" not in damage:
+            evaluation = read("evaluation", files.eval_metrics(split, tta),
+                              lambda: rundir.read_evaluation(path, split, tta=tta, strict=True), None)
+    note, unknown_split = "", ""  # a damaged evaluation is said by damage_notes
+    if evaluation is None and "evaluation" not in damage and evaluate_missing:
         try:
             evaluation = evaluate_run(path, split=split)
             note = "evaluated for this report"
@@ -114,12 +157,14 @@ def read_run(path: Path, split: str = "test", evaluate_missing: bool = True) -> 
             note, unknown_split = f"no {split} evaluation: {exc}", str(exc)
         except SteelsegError as exc:
             note = f"no {split} evaluation: {exc}"
-    elif evaluation is None:
+    elif evaluation is None and "evaluation" not in damage:
         note = f"no {split} evaluation (run `steelseg-hpc evaluate {path} --split {split}`)"
-    if info is not None and info.store:
-        tile = info.store.get("tile_size")
-    return RunRecord(path, arch or "?", seed, rundir.read_metrics(path), rundir.read_final(path), info,
-                     evaluation, note, options, tile, unknown_split)
+    arch = config.model.name if config else (info.arch if info and isinstance(info.arch, str) else None)
+    tile = info.store.get("tile_size") if info is not None and info.store else None
+    fields = experiment_fields(config.model_dump(mode="json") if config else None, info, evaluation,
+                               damaged=[name for name, _ in damage.values()])
+    return RunRecord(path, arch or "?", config.seed if config else None, rows, final, info, evaluation, note,
+                     config.model.options() if config else {}, tile, unknown_split, damage, fields)
 
 
 def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test",
@@ -158,70 +203,26 @@ def collect_runs(targets: list[str], index: ExperimentIndex, split: str = "test"
         else:
             raise ConfigError(f"{target!r} is neither a run directory nor an experiment or sweep of the index "
                               f"{index.path}")
-    records = [read_run(path, split, evaluate_missing) for path in dict.fromkeys(paths)]
+    unique: dict[Path, Path] = {}
+    for path in paths:  # a folder named twice (by another path, or by a link) is one run
+        unique.setdefault(path.resolve(), path)
+    records = [read_run(path, split, evaluate_missing) for path in unique.values()]
     if records and all(record.unknown_split for record in records):
         raise ConfigError(records[0].unknown_split)  # a typo; not a report of nothing
     return records
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return fmean(values), (stdev(values) if len(values) > 1 else None)
-
-
-@dataclass
-class ArchitectureGroup:
-    """The runs of one architecture (one per seed) and their pooled figures."""
-
-    arch: str
-    runs: list[RunRecord]
-
-    def stat(self, getter) -> tuple[float | None, float | None]:
-        return _mean_sd([getter(run) for run in self.runs])
-
-    @property
-    def family(self) -> str:
-        return _registry_field(self.arch, "family", self.arch)
-
-    @property
-    def variant(self) -> str:
-        return _registry_field(self.arch, "variant", "")
-
-    @property
-    def vanilla(self) -> str | None:
-        return _registry_field(self.arch, "vanilla", None)
-
-    def per_class_iou(self) -> list[tuple[float | None, float | None]]:
-        lists = [(run.evaluation or {}).get("overall", {}).get("iou_per_class") or [] for run in self.runs]
-        width = max((len(values) for values in lists), default=0)
-        return [_mean_sd([values[i] for values in lists if i < len(values)]) for i in range(width)]
-
-    def params(self) -> int | None:
-        counts = [run.info.model.get("total_params") for run in self.runs if run.info]
-        return next((c for c in counts if c), None)
-
-
-def _registry_field(arch: str, name: str, default):
+def registry_field(arch: str, name: str, default):
+    """A field of the architecture's registry entry, or ``default`` for a name it does not know."""
     try:
         return getattr(architecture(arch), name)
     except SteelsegError:
         return default
 
 
-def group_by_architecture(runs: list[RunRecord]) -> list[ArchitectureGroup]:
-    """Runs pooled per architecture, in the registry's order (the lab's comparison order)."""
-    groups: dict[str, list[RunRecord]] = {}
-    for run in runs:
-        groups.setdefault(run.arch, []).append(run)
-    order = {arch.name: i for i, arch in enumerate(architectures())}
-    return [ArchitectureGroup(arch, runs) for arch, runs in sorted(groups.items(), key=lambda kv: order.get(kv[0], 99))]
-
-
 def gflops_per_tile(arch: str, options: dict[str, Any], tile: int, num_classes: int) -> float | None:
     """Forward GFLOPs of one tile, counted on the meta device (no memory, no compute)."""
-    options = {k: v for k, v in options.items() if k != _registry_field(arch, "base_option", None)}
+    options = {k: v for k, v in options.items() if k != registry_field(arch, "base_option", None)}
     try:
         with torch.device("meta"):
             return forward_gflops(build_model(arch, in_channels=1, num_classes=num_classes, **options), tile)

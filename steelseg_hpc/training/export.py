@@ -17,16 +17,29 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.training.evaluate import load_trained_model
 from steelseg_hpc.training.weights import load_model, write_weights
 
 
-def export_run(run_dir: Path, out: Path) -> dict:
+def export_run(run_dir: Path, out: Path, force: bool = False) -> dict:
     """Write the run's best model (adapters merged) to ``out``; returns what was written.
+
+    Args:
+        force: replace ``out`` if it exists (else an existing file, whoever wrote it, is kept).
 
     Returns:
         ``{"out", "checkpoint", "arch", "merged_adapters", "tensors"}``.
+
+    Raises:
+        ConfigError: ``out`` exists (a folder, or a file without ``force``).
     """
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; expected the .safetensors file to write")
+    if out.exists() and not force:
+        raise ConfigError(f"--out {out} exists and would be replaced: choose a new file, or pass --force to "
+                          "replace it")
     model, tag, meta = load_trained_model(run_dir)
     merged = model.merge_lora() if hasattr(model, "merge_lora") else 0
     options = dict(meta.options)
@@ -34,7 +47,7 @@ def export_run(run_dir: Path, out: Path) -> dict:
         # The merged model has plain qkv projections: the structure of a rank-0 model, no base.
         options.update(rank=0, checkpoint=None)
     exported = replace(meta, options=options, kind="full", base={})
-    write_weights(Path(out), model, exported)
+    write_weights(out, model, exported)
     return {"out": str(out), "checkpoint": tag, "arch": meta.arch, "merged_adapters": merged,
             "tensors": len(model.state_dict())}
 

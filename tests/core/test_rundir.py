@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
 
@@ -42,3 +44,29 @@ def test_evaluation_paths():
     files = RunFiles("/runs/a")
     assert str(files.eval_metrics("test", tta=True)) == "/runs/a/eval/test-tta/metrics.json"
     assert str(files.overlays("val")) == "/runs/a/eval/val/overlays"
+
+
+def test_strict_readers_tell_damage_from_a_run_in_progress(tmp_path):
+    files = RunFiles(tmp_path)
+    assert rundir.read_metrics(tmp_path, strict=True) == [] and rundir.read_run_info(tmp_path, strict=True) is None
+    row = json.dumps({"epoch": 1, "val_dice": 0.5})
+    files.metrics.write_text(row + '\n{"epoch": 2, "val')  # torn mid-write: a normal crash artefact
+    assert [r.epoch for r in rundir.read_metrics(tmp_path, strict=True)] == [1]
+    for damaged in (row + "\n{not json\n", "{not json\n" + row + "\n", row + '\n{"epoch": "two"}\n', row + "\n[1]\n"):
+        files.metrics.write_text(damaged)
+        with pytest.raises(rundir.DamagedRunFile, match=r"metrics.jsonl: damaged, line [12] is not a metrics row"):
+            rundir.read_metrics(tmp_path, strict=True)
+        assert rundir.read_metrics(tmp_path)[0].epoch == 1  # the lenient reader skips, as before
+    files.metrics.write_bytes(b"\xff\xfe" + row.encode() + b"\n")
+    with pytest.raises(rundir.DamagedRunFile, match="cannot be read as text"):
+        rundir.read_metrics(tmp_path, strict=True)
+    for text, why in (("{not json", "not JSON"), ("[1]", "expected a JSON object"),
+                      ('{"model": "big", "starts": []}', "model: expected dict")):
+        files.run_info.write_text(text)
+        with pytest.raises(rundir.DamagedRunFile, match=why):
+            rundir.read_run_info(tmp_path, strict=True)
+        assert rundir.read_run_info(tmp_path) is None or text.startswith('{"model"')
+    files.eval_metrics("test").parent.mkdir(parents=True)
+    files.eval_metrics("test").write_text('{"overall": 0.5}')
+    with pytest.raises(rundir.DamagedRunFile, match="'overall'"):
+        rundir.read_evaluation(tmp_path, "test", strict=True)

@@ -28,14 +28,20 @@ CLASSES = ["ferrite", "pearlite", "carbide"]
 
 def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_seconds: float = 60.0,
                   evaluated: bool = True, tiles_per_s: float | None = None, started: str | None = None,
-                  store: str = "s.zarr") -> Path:
-    """A run directory as the engine writes one, with chosen figures (no training)."""
+                  store: str = "s.zarr", identity: dict | None = None, classes: list[str] = CLASSES,
+                  overrides: tuple[str, ...] = ()) -> Path:
+    """A run directory as the engine writes one, with chosen figures (no training).
+
+    ``identity`` is the store identity run.json records (default: that of ``store``); ``classes``
+    the store's classes the evaluation names; ``overrides`` further run-config ``KEY=VALUE``.
+    """
     run = folder / f"{arch}-s{seed}"
     files = RunFiles(run)
     run.mkdir(parents=True)
-    options = ["model.base_channels=4"]
+    options = ["model.base_channels=4", f"seed={seed}", *overrides]
     files.config.write_text(load_run_config(None, options, arch=arch, store=store, epochs=3).to_toml())
-    identity = {"tile_size": 64} if store == "s.zarr" else store_identity(open_store(store))
+    if identity is None:
+        identity = {"tile_size": 64} if store == "s.zarr" else store_identity(open_store(store))
     rundir.write_run_info(files, RunInfo(created="t", arch=arch, model={"total_params": 123456, "arch": arch},
                                          store=identity,
                                          starts=[{"precision": "fp32", **({"time": started} if started else {})}]))
@@ -48,11 +54,13 @@ def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_se
     rundir.write_final(files, FinalSummary(run_dir=str(run), stopped="completed", epochs_completed=3,
                                            best_epoch=3, best_val_dice=test_dice))
     if evaluated:
-        confusion = [[90, 5, 5], [4, 92, 4], [10, 10, 80]]
+        confusion = [[90 if i == j else 5 for j in range(len(classes))] for i in range(len(classes))]
+        ious = [0.8, 0.7, *[test_dice - 0.2] * (len(classes) - 2)]
         atomic_write_json(files.eval_metrics("test"), {
-            "split": "test", "checkpoint": "epoch0003", "class_names": CLASSES,
+            "split": "test", "checkpoint": "epoch0003", "checkpoint_choice": "best", "tta": False,
+            "class_names": classes,
             "overall": {"pixel_accuracy": test_dice + 0.05, "dice_macro": test_dice, "miou": test_dice - 0.1,
-                        "iou_per_class": [0.8, 0.7, test_dice - 0.2], "confusion": confusion},
+                        "iou_per_class": ious, "confusion": confusion},
             "per_image": []})
         overlay = np.zeros((32, 96, 3), dtype=np.uint8)
         overlay[:, 32:64] = (230, 25, 75)

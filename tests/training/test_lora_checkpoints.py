@@ -110,3 +110,19 @@ def test_cnn_export_loads_to_the_same_predictions(unet_run, tmp_path):
     images = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(images), load_exported(out)(images))
+
+
+def test_export_never_replaces_an_existing_file_without_force(unet_run, tmp_path):
+    out = tmp_path / "weights.safetensors"
+    out.write_bytes(b"the user's own weights")
+    refused = CliRunner().invoke(main, ["export", str(unet_run), "--out", str(out)])
+    assert refused.exit_code == 2 and str(out) in refused.output and "--force" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and out.read_bytes() == b"the user's own weights"
+    folder = CliRunner().invoke(main, ["export", str(unet_run), "--out", str(tmp_path)])
+    assert folder.exit_code == 2 and str(tmp_path) in folder.output and "directory" in folder.output
+    forced = CliRunner().invoke(main, ["export", str(unet_run), "--out", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    images = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    model, _, _ = load_trained_model(unet_run)
+    with torch.no_grad():
+        assert torch.equal(model(images), load_exported(out)(images))

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
+from steelseg_hpc.sweeps.detach import check_no_driver, driver_row, record_driver_job
 from steelseg_hpc.sweeps.failures import failure_line
 from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage, storage_url
 
@@ -74,8 +75,6 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
     if dry_run:
         _print_plan(driver)
         return
-    from steelseg_hpc.sweeps.detach import check_no_driver
-
     check_no_driver(driver.spec.name, driver.folder, options["index"])
     if detach:
         _detach(driver, options)
@@ -114,8 +113,6 @@ def _print_plan(driver) -> None:
 
 
 def _detach(driver, options: dict) -> None:
-    from steelseg_hpc.sweeps.detach import driver_row, record_driver_job
-
     # refused now, not in the job (which moves old trial directories aside itself, under the lock)
     driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url), set_aside=False)
     profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})

@@ -103,6 +103,8 @@ def open_storage(url: str, create: bool = False) -> optuna.storages.BaseStorage:
     database = _sqlite_file(url)
     if not create and database is not None and not database.is_file():
         raise ConfigError(f"--storage {shown}: no such SQLite file; expected the storage of a sweep that has run")
+    if create and database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     if "@" in (_parsed_host(url) or ""):
         raise ConfigError(f"--storage {shown}: an '@' in the user or password must be written %40")
     try:

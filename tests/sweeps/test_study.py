@@ -169,3 +169,15 @@ def test_a_journal_deleted_or_damaged_under_its_reader_is_one_line_and_is_not_re
     bad_line = saved.count(b"\n") + 1
     with pytest.raises(DataError, match=f"^{journal}: the study journal is damaged: line {bad_line} is not JSON"):
         study.set_user_attr("driver", "y")  # Optuna writes after the bad line, then reads it
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_storage_not_created_yet_holds_no_study_and_is_not_created_by_looking(tmp_path, kind):
+    from steelseg_hpc.sweeps.guards import existing_study
+
+    path = tmp_path / "new" / ("study.journal" if kind == "journal" else "study.db")
+    url = str(path) if kind == "journal" else f"sqlite:///{path}"
+    assert existing_study("lora-rank", url) is None
+    assert not path.exists() and not path.parent.exists()
+    open_storage(url, create=True)
+    assert existing_study("lora-rank", url) is None  # there now, with no study of that name

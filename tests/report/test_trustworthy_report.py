@@ -188,7 +188,7 @@ def test_a_sweep_section_lands_in_out_with_the_paths_it_has_there(tmp_path, inde
     from steelseg_hpc.sweeps.study import open_storage
 
     journal = str(tmp_path / "journal.log")
-    study = optuna.create_study(study_name="tiny", storage=open_storage(journal), direction="maximize")
+    study = optuna.create_study(study_name="tiny", storage=open_storage(journal, create=True), direction="maximize")
     study.set_user_attr("sweep", {"space": {"lr": "optimizer.lr"}, "metric": "val_dice"})
     choices = optuna.distributions.CategoricalDistribution([0.001, 0.01])
     for lr, dice in ((0.001, 0.5), (0.01, 0.6), (0.001, 0.52)):

@@ -6,7 +6,7 @@ Rerunning in the same directory checks that the configuration still matches the 
 resume cannot silently change the model or the optimisation.
 
 Example:
-    >>> run = RunDir(Path("runs/unet"))  # doctest: +SKIP
+    >>> run = RunWriter(Path("runs/unet"))  # doctest: +SKIP
     >>> run.append_metrics(MetricsRow(epoch=1, train_loss=0.9))  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.io import atomic_write_text
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
 from steelseg_hpc.training.config import RunConfig, config_differences, load_saved_config
-from steelseg_hpc.training.run_info import git_commit, package_versions
-from steelseg_hpc.training.run_lock import LOCK_NAME
+from steelseg_hpc.training.host_facts import git_commit, package_versions
+from steelseg_hpc.compute.run_lock import LOCK_NAME
 
 
-class RunDir:
+class RunWriter:
     """Rank-0 bookkeeping of one run directory (paths in :attr:`files`)."""
 
     def __init__(self, path: Path):

@@ -2,7 +2,7 @@
 
 The weights come from the run's best checkpoint (``weights.safetensors``, plain fp32 weights, so
 neither DeepSpeed nor the original number of ranks is needed) and every whole image of the split is
-predicted with :func:`~steelseg_hpc.training.stitching.sliding_window_logits`. Results go to
+predicted with :func:`~steelseg_hpc.inference.stitching.sliding_window_logits`. Results go to
 ``RUN_DIR/eval/<split>[-tta]/``: ``metrics.json`` and PNG overlays (image | truth | prediction).
 
 Example:
@@ -25,7 +25,7 @@ from steelseg_hpc.data import StoreInfo, WholeImages, check_same_store, open_sto
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import load_saved_config
-from steelseg_hpc.training.stitching import sliding_window_logits
+from steelseg_hpc.inference.stitching import sliding_window_logits
 from steelseg_hpc.training.weights import WEIGHTS_FILE, WeightsMeta, load_model
 
 log = logging.getLogger(__name__)

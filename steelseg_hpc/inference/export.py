@@ -18,7 +18,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.training.evaluate import load_trained_model
+from steelseg_hpc.inference.evaluate import load_trained_model
 from steelseg_hpc.training.weights import load_model, write_weights
 
 

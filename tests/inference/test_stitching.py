@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from steelseg_hpc.training.stitching import gaussian_importance, sliding_window_logits, tile_starts
+from steelseg_hpc.inference.stitching import gaussian_importance, sliding_window_logits, tile_starts
 
 
 def pointwise_model(tiles, masks):

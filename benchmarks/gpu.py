@@ -150,7 +150,7 @@ def _peak(device, reset: bool = False) -> float:
     """Peak memory since the last reset: GPU max allocated (GiB), or the process's peak RSS (GiB)."""
     import torch
 
-    from steelseg_hpc.training.run_info import peak_memory_mb, reset_peak_memory
+    from steelseg_hpc.training.host_facts import peak_memory_mb, reset_peak_memory
 
     if device.type == "cuda":
         if reset:

@@ -142,7 +142,7 @@ def memory_worker(args) -> None:
 
     from steelseg_hpc.training.distributed import setup_distributed
     from steelseg_hpc.training.engine import build_engine
-    from steelseg_hpc.training.run_info import peak_memory_mb, reset_peak_memory
+    from steelseg_hpc.training.host_facts import peak_memory_mb, reset_peak_memory
 
     config = _config(args, zero_stage=args.stage, extra=args.set)
     env = setup_distributed()

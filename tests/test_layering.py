@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own stage and any lower layer):
 
-    core → compute → data | models → training → launch → sweeps → report → demo → cli
+    core → compute → data | models → training → inference → launch → sweeps → report → demo → cli
 
 ``data`` and ``models`` share a layer and must not import each other. Every import is parsed,
 top-level and inside functions; a cross-stage import inside a function is refused too (it hides a
@@ -21,8 +21,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "steelseg_hpc"
 
 #: Stage -> layer. A new subpackage must be placed here before it can be imported from anywhere.
-LAYERS = {"core": 0, "compute": 1, "data": 2, "models": 2, "training": 3, "launch": 4,
-          "sweeps": 5, "report": 6, "demo": 7, "cli": 8}
+LAYERS = {"core": 0, "compute": 1, "data": 2, "models": 2, "training": 3, "inference": 4, "launch": 5,
+          "sweeps": 6, "report": 7, "demo": 8, "cli": 9}
 #: Top-level modules: the package root imports nothing; ``python -m steelseg_hpc`` may import all.
 TOP_LEVEL = {"": -1, "__main__": 99}
 

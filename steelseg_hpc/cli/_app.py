@@ -25,7 +25,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 COMMAND_MODULES = {
     "synth": "data", "prep": "data",
     "models": "models",
-    "train": "train", "evaluate": "train", "export": "train",
+    "train": "train", "evaluate": "inference", "export": "inference",
     "launch": "launch", "status": "launch", "logs": "launch", "cancel": "launch",
     "sweep": "sweep", "dashboard": "dashboard",
     "report": "report",

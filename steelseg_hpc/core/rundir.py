@@ -294,7 +294,7 @@ def write_run_info(files: RunFiles, info: RunInfo) -> None:
 
 def read_evaluation(run_dir: str | Path, split: str = "test", tta: bool = False,
                     strict: bool = False) -> dict[str, Any] | None:
-    """The ``metrics.json`` of an evaluation (see ``training.evaluate``), or None if not run.
+    """The ``metrics.json`` of an evaluation (see ``inference.evaluate``), or None if not run.
 
     Raises:
         DamagedRunFile: with ``strict``, the file is there but is no evaluation (its ``overall``

@@ -30,7 +30,8 @@ from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
 from steelseg_hpc.sweeps.config import SweepSpec
 from steelseg_hpc.sweeps.driver import SweepDriver
-from steelseg_hpc.training import evaluate_run, load_run_config, train
+from steelseg_hpc.inference import evaluate_run
+from steelseg_hpc.training import load_run_config, train
 
 REPO = Path(__file__).resolve().parents[2]
 METALDAM_SPEC = REPO / "data_prep" / "metaldam.toml"

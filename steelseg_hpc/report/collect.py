@@ -29,7 +29,8 @@ from steelseg_hpc.models import architecture, build_model
 from steelseg_hpc.models.profiling import forward_gflops
 from steelseg_hpc.report.pooling import experiment_fields
 from steelseg_hpc.sweeps.outcome import gpu_hours
-from steelseg_hpc.training import evaluate_run, load_saved_config
+from steelseg_hpc.inference import evaluate_run
+from steelseg_hpc.training import load_saved_config
 
 log = logging.getLogger(__name__)
 

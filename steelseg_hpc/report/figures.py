@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from steelseg_hpc.core.io import atomic_write_bytes  # noqa: E402
 from steelseg_hpc.report.collect import RunRecord  # noqa: E402
-from steelseg_hpc.training.evaluate import PALETTE  # noqa: E402
+from steelseg_hpc.inference.evaluate import PALETTE  # noqa: E402
 
 
 def _png(figure) -> bytes:
@@ -76,7 +76,7 @@ def confusion_png(confusion: list[list[int]], class_names: list[str], title: str
 
 
 def legend_png(class_names: list[str]) -> bytes:
-    """The overlay colours of the classes (``training.evaluate.PALETTE``)."""
+    """The overlay colours of the classes (``inference.evaluate.PALETTE``)."""
     figure, axis = plt.subplots(figsize=(1.6 * max(len(class_names), 1), 0.5))
     for i, name in enumerate(class_names):
         colour = PALETTE[i % len(PALETTE)] / 255.0

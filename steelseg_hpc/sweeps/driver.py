@@ -45,7 +45,7 @@ from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.resume import RETRY_PLANNED, InFlight, Resume  # noqa: F401  (RETRY_PLANNED: re-exported)
 from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal, storage_url
-from steelseg_hpc.training.run_lock import RunLock
+from steelseg_hpc.compute.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 

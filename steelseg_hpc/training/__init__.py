@@ -1,4 +1,6 @@
-"""The training engine: DeepSpeed runs on the Zarr store, resumable, with whole-image evaluation.
+"""The training engine: DeepSpeed runs on the Zarr store, resumable.
+
+What is done with a trained run (whole-image evaluation, export) is :mod:`steelseg_hpc.inference`.
 
 Names are imported on first use (torch and DeepSpeed load only when needed).
 
@@ -13,9 +15,6 @@ __all__ = [
     "RunConfig",
     "StopRequest",
     "TrainingPreempted",
-    "evaluate_run",
-    "export_run",
-    "load_exported",
     "load_run_config",
     "load_saved_config",
     "train",
@@ -26,9 +25,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "RunConfig": "config",
     "load_run_config": "config",
     "load_saved_config": "config",
-    "evaluate_run": "evaluate",
-    "export_run": "export",
-    "load_exported": "export",
     "StopRequest": "preemption",
     "TrainingPreempted": "preemption",
 })

@@ -42,9 +42,9 @@ from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
-from steelseg_hpc.training.run_dir import RunDir
-from steelseg_hpc.training.run_lock import RunLock
-from steelseg_hpc.training.run_info import host_info, peak_memory_mb, reset_peak_memory
+from steelseg_hpc.training.run_writer import RunWriter
+from steelseg_hpc.compute.run_lock import RunLock
+from steelseg_hpc.training.host_facts import host_info, peak_memory_mb, reset_peak_memory
 from steelseg_hpc.training.weights import WeightsMeta, base_identity, check_same_base
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _noise_estimator(config: RunConfig, world_size: int) -> GradientNoiseScale |
     return GradientNoiseScale(small, big, config.noise_scale.ema_decay)
 
 
-def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
+def _resume(engine, checkpoints: CheckpointManager, run: RunWriter, env: DistEnv,
             noise: GradientNoiseScale | None, weights_kind: str) -> dict:
     """Load the latest intact checkpoint; the bookkeeping to continue from (fresh if none).
 
@@ -137,7 +137,7 @@ def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> Epoc
     return state
 
 
-def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSummary | None:
+def _finished_summary(run: RunWriter, config: RunConfig, changes: dict) -> FinalSummary | None:
     """The saved summary when the run has nothing left to do, else None (train on)."""
     final = run.read_final()
     if final is None:
@@ -211,7 +211,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     """
     if not config.data.store:
         raise DataError("no store given: pass --store STORE.zarr or set data.store")
-    run = RunDir(run_dir)
+    run = RunWriter(run_dir)
     store = open_store(config.data.store)
     check_splits(store, config)
     saved = run.saved_config()
@@ -277,7 +277,7 @@ def out_of_memory_advice(config: RunConfig, exc: BaseException) -> str:
             f"first try " + "; or ".join(steps))
 
 
-def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict, identity: dict,
+def _start(config: RunConfig, run: RunWriter, env: DistEnv, store, arch, base: dict, identity: dict,
            changes: dict, third_party: ThirdPartyLogs, stop: StopRequest | None, restart: bool) -> FinalSummary:
     """Validate everything that can fail, then write the run directory, then train."""
     device = device_for(env)
@@ -324,7 +324,7 @@ def _numel(parameter) -> int:
     return getattr(parameter, "ds_numel", parameter.numel())  # ZeRO-3 partitions parameters
 
 
-def _check_history(run: RunDir, checkpoints: CheckpointManager, restart: bool) -> None:
+def _check_history(run: RunWriter, checkpoints: CheckpointManager, restart: bool) -> None:
     """A run with a history must resume from an intact checkpoint, never start a second history.
 
     With ``restart``, a history that cannot be resumed is moved aside and the run starts over.
@@ -408,7 +408,7 @@ def _epoch_line(config: RunConfig, row: MetricsRow, improved: bool) -> str:
             f"  {_fmt(row.epoch_seconds, '.0f')} s  B_simple {_fmt(row.noise_scale_b_simple, '.1f')}")
 
 
-def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loaders, engine,
+def _run(config: RunConfig, run: RunWriter, env: DistEnv, device: torch.device, loaders, engine,
          checkpoints: CheckpointManager, precision: PrecisionChoice, weights_meta: WeightsMeta,
          changes: dict, stop: StopRequest | None = None) -> FinalSummary:
     metrics = SegmentationMetrics(weights_meta.num_classes, weights_meta.class_names).to(device)

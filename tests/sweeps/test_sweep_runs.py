@@ -441,7 +441,7 @@ def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(
     assert "sweep grid: 2 trials" in dry.output and dry.output.count("seed=0") == 2
     # a study from before the cap (or another driver) holding the same point and seed twice
     storage = str(tmp_path / "grid" / "study.journal")
-    study = optuna.create_study(study_name="grid", storage=open_storage(storage), direction="maximize")
+    study = optuna.create_study(study_name="grid", storage=open_storage(storage, create=True), direction="maximize")
     study.set_user_attr("sweep", {"space": {"rank": "model.rank"}, "metric": "val_dice", "seeds": [0]})
     distributions = {"seed": optuna.distributions.CategoricalDistribution([0, 1]),
                      "rank": optuna.distributions.CategoricalDistribution([4, 8])}

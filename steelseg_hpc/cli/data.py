@@ -88,7 +88,11 @@ def run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, 
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field (dotted, repeatable), e.g. --set split.fold=1.")
 def prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force, overrides) -> None:
-    """Tile and augment the images of SPEC into a resumable Zarr store."""
+    """Tile and augment the images of SPEC into a resumable Zarr store.
+
+    SPEC is a dataset spec path or a name: metaldam finds ./data_prep/metaldam.toml here or above,
+    else the one shipped with steelseg-hpc (whose raw_dir then starts from ./data_prep/).
+    """
     if dask_cluster == "slurm" and profile is None:
         raise ConfigError("--dask-cluster slurm needs --profile (e.g. --profile local-cluster)")
     run_prep(spec, out, raw, tile_size, stride, workers, dask_cluster, profile, force, overrides)

@@ -48,7 +48,8 @@ def _refuse_flags_of_the_other_mode(ctx: click.Context, quick: bool) -> None:
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Working folder [default: demo; demo-metaldam with --dataset metaldam; demo-SPEC with --spec].")
 @click.option("--dataset", type=click.Choice(["synthetic", "metaldam"]), default="synthetic", show_default=True,
-              help="metaldam: the real MetalDAM images (data_prep/metaldam.toml).")
+              help="metaldam: the real MetalDAM images (./data_prep/metaldam.toml here or above, else the spec "
+                   "shipped with steelseg-hpc; --raw gives its images).")
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=Path), help="Any dataset spec instead.")
 @click.option("--raw", type=click.Path(file_okay=False, path_type=Path), help="The raw folder of --spec or --dataset.")
 @click.option("--quick", is_flag=True, help="Only synth, prep, one model and its evaluation (about two minutes).")

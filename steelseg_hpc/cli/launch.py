@@ -15,6 +15,7 @@ from rich.text import Text
 from steelseg_hpc import launch as launch_stage
 from steelseg_hpc import sweeps
 from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.compute.profiles import find_profile
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.launch.status import PROBLEM_STATES
@@ -59,9 +60,10 @@ def render_plan(name: str, profile, jobs: list) -> Table:
 
 
 @main.command()
-@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.argument("experiment", metavar="EXPERIMENT")
 @click.option("--profile", required=True, metavar="NAME|PATH",
-              help="Cluster profile: a name (local-cluster finds launch/local-cluster.toml) or a TOML path.")
+              help="Cluster profile: a name (local-cluster finds ./launch/local-cluster.toml here or above, "
+                   "else the one shipped with steelseg-hpc) or a TOML path.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override an experiment field, e.g. --set store=demo/store.zarr.")
 @click.option("--profile-set", "profile_overrides", multiple=True, metavar="KEY=VALUE",
@@ -73,9 +75,13 @@ def render_plan(name: str, profile, jobs: list) -> Table:
 def launch(experiment, profile, overrides, profile_overrides, wait, dry_run, index_path) -> None:
     """Submit EXPERIMENT: one training job per architecture x seed.
 
-    On SLURM the jobs form one job array. EXPERIMENT is a TOML in launch/experiments/.
+    On SLURM the jobs form one job array. EXPERIMENT is a TOML path or a name: smoke finds
+    ./launch/experiments/smoke.toml here or above, else the one shipped with steelseg-hpc
+    (shipped: smoke, metaldam, metaldam-skip-order); --dry-run says which file each name is.
     """
     if dry_run:
+        for found in (launch_stage.find_experiment(experiment), find_profile(profile)):
+            console.print(found.describe(), highlight=False)
         loaded, cluster, jobs = launch_stage.plan_launch(experiment, profile, list(overrides), list(profile_overrides))
         (console if console.is_terminal else wide_console()).print(render_plan(loaded.name, cluster, jobs))
         console.print(f"nothing submitted; without --dry-run these {len(jobs)} job(s) are queued", highlight=False)

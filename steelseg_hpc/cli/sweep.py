@@ -10,6 +10,8 @@ from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
+from steelseg_hpc.compute.profiles import find_profile
+from steelseg_hpc.sweeps.config import find_sweep
 from steelseg_hpc.sweeps.detach import check_no_driver, driver_row, record_driver_job
 from steelseg_hpc.sweeps.failures import failure_line
 from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage, storage_url
@@ -36,6 +38,9 @@ class _SweepGroup(click.Group):
 def sweep() -> None:
     """Optuna sweeps whose trials are jobs: `sweep NAME` runs sweeps/NAME.toml; `sweep report NAME`.
 
+    NAME finds ./sweeps/NAME.toml here or above, else the one shipped with steelseg-hpc (lora-rank,
+    batch-lr); `sweep NAME --dry-run` says which file it is.
+
     One driver process owns the study, keeps --parallel trials in flight as jobs, reports each
     epoch to the pruner and stops pruned jobs at their next step. Run the same command again to
     re-attach after the driver was stopped (logout, reboot): running jobs are followed, ended ones
@@ -48,7 +53,9 @@ def sweep() -> None:
 @click.argument("name")
 @click.option("--trials", type=click.IntRange(1), help="Trials to run (default: the sweep file's).")
 @click.option("--parallel", type=click.IntRange(1), help="Trials in flight at once.")
-@click.option("--profile", metavar="NAME|PATH", help="Cluster profile for the trial jobs (default: the sweep file's).")
+@click.option("--profile", metavar="NAME|PATH",
+              help="Cluster profile for the trial jobs (default: the sweep file's); a name finds "
+                   "./launch/NAME.toml here or above, else the one shipped with steelseg-hpc.")
 @_storage_option
 @click.option("--store", type=click.Path(path_type=Path), help="The prepared store (replaces the sweep file's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -63,7 +70,7 @@ def sweep() -> None:
 @_index_option
 def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, new_study,
         index_path) -> None:
-    """Run (or re-attach to) the sweep NAME (sweeps/NAME.toml, or a path).
+    """Run (or re-attach to) the sweep NAME (./sweeps/NAME.toml here or above, else shipped; or a path).
 
     Exits 1 when points failed (their trials' jobs died, retries too): a line says how many and
     where their logs are; fix the cause and run the same command with --retry-failed.
@@ -73,6 +80,8 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
                "index": launch.ExperimentIndex(index_path)}
     driver = sweeps.SweepDriver.from_files(name, echo=lambda line: console.print(line, highlight=False), **options)
     if dry_run:
+        for found in (find_sweep(name), find_profile(profile or driver.spec.profile)):
+            console.print(found.describe(), highlight=False)
         _print_plan(driver)
         return
     check_no_driver(driver.spec.name, driver.folder, options["index"])

@@ -4,7 +4,8 @@ A profile (``launch/*.toml``) holds generic resource names (``gpus_per_node``, `
 ``mem_gb``) that mean the same for the local and the SLURM executor, plus ``slurm_extra`` for any
 other ``sbatch`` option. ``prep`` (Dask workers) and ``launch`` (training jobs) share profiles.
 A profile is named by its path or, like submitit/hydra configs, by its name: ``local-cluster``
-finds ``launch/local-cluster.toml`` in the current folder or the nearest parent that has one.
+finds ``launch/local-cluster.toml`` in the current folder or the nearest parent that has one, else
+the copy shipped with the package (:mod:`steelseg_hpc.core.shipped`).
 
 Example:
     >>> profile = ClusterProfile(executor="slurm", partition="gpu", gpus_per_node=2)
@@ -19,8 +20,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from steelseg_hpc.compute import slurm
-from steelseg_hpc.core.config import StrictModel, find_named_toml, load_toml
+from steelseg_hpc.core.config import StrictModel, load_toml
 from steelseg_hpc.core.errors import ConfigError, LaunchError
+from steelseg_hpc.core.shipped import NamedFile, find_named, known_names
 
 #: Folder (relative to the project root) where profiles are looked up by name.
 PROFILE_FOLDER = "launch"
@@ -90,9 +92,19 @@ def resolve_profile_path(name_or_path: str | Path, start: Path | None = None) ->
         >>> resolve_profile_path("local-cluster").name  # doctest: +SKIP
         'local-cluster.toml'
     """
-    path, known = find_named_toml(name_or_path, PROFILE_FOLDER, start)
-    if path is not None:
-        return path
+    return find_profile(name_or_path, start).path
+
+
+def find_profile(name_or_path: str | Path, start: Path | None = None) -> NamedFile:
+    """The profile given by path or by name, and where it was found (``describe()`` says).
+
+    Raises:
+        ConfigError: neither a file nor a known profile name (the message lists the known ones).
+    """
+    found = find_named("profile", name_or_path, start)
+    if found is not None:
+        return found
+    known = known_names("profile", start)
     hint = f"; known profiles: {', '.join(known)}" if known else f"; no {PROFILE_FOLDER}/ folder here or above"
     raise ConfigError(f"--profile {name_or_path}: no such file or profile name{hint}")
 

@@ -73,31 +73,6 @@ def load_toml(path: str | Path, model_cls: type[M], overrides: list[str] | None 
     return validate(model_cls, data, str(path))
 
 
-def find_named_toml(name_or_path: str | Path, folder_name: str, start: Path | None = None
-                    ) -> tuple[Path | None, list[str]]:
-    """A TOML given by path, or by name in ``folder_name/`` here or in a parent (nearest first).
-
-    Returns:
-        The file (None when there is none) and the names known in those folders, for the caller's
-        error message.
-
-    Example:
-        >>> find_named_toml("local-cluster", "launch")[0].name  # doctest: +SKIP
-        'local-cluster.toml'
-    """
-    path = Path(name_or_path)
-    if path.is_file():
-        return path, []
-    here = (start or Path.cwd()).absolute()
-    folders = [folder / folder_name for folder in (here, *here.parents) if (folder / folder_name).is_dir()]
-    text = str(name_or_path)
-    if "/" not in text and not text.endswith(".toml"):
-        for folder in folders:
-            if (folder / f"{text}.toml").is_file():
-                return folder / f"{text}.toml", []
-    return None, sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
-
-
 def parse_value(text: str) -> Any:
     """Parse an override value as TOML would (numbers, booleans, lists, strings)."""
     try:

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from steelseg_hpc.core.config import StrictModel, load_toml
+from steelseg_hpc.core.shipped import FOLDERS, find_named_or_path
 
 SPLITS = ("train", "val", "test")
 
@@ -256,13 +257,19 @@ def load_spec(
     stride: int | None = None,
     overrides: list[str] | None = None,
 ) -> LoadedSpec:
-    """Load and validate a dataset spec; CLI flags override the file's tiling and raw folder."""
-    path = Path(path)
+    """Load and validate a dataset spec (a path, or a name: ``metaldam``); CLI flags override its tiling and raw folder.
+
+    A shipped spec reads as if it were the project's ``./data_prep/NAME.toml``: its relative
+    ``raw_dir`` starts from there, not from inside the installed package.
+    """
+    found = find_named_or_path("dataset", path)
+    path = found.path
+    anchor = Path.cwd() / FOLDERS["dataset"] if found.shipped else path.parent
     extra = list(overrides or [])
     if tile_size is not None:
         extra.append(f"tiling.tile_size={tile_size}")
     if stride is not None:
         extra.append(f"tiling.stride={stride}")
     spec = load_toml(path, DatasetSpec, extra)
-    root = Path(raw_dir) if raw_dir is not None else (path.parent / spec.raw_dir)
+    root = Path(raw_dir) if raw_dir is not None else (anchor / spec.raw_dir)
     return LoadedSpec(spec, path, root.resolve())

@@ -24,6 +24,7 @@ from steelseg_hpc.compute.profiles import ClusterProfile
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, LaunchError
+from steelseg_hpc.core.shipped import find_named
 from steelseg_hpc.data import load_spec, make_synthetic_dataset, prepare
 from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
 from steelseg_hpc.models import architecture, architectures
@@ -32,9 +33,6 @@ from steelseg_hpc.sweeps.config import SweepSpec
 from steelseg_hpc.sweeps.driver import SweepDriver
 from steelseg_hpc.inference import evaluate_run
 from steelseg_hpc.training import load_run_config, train
-
-REPO = Path(__file__).resolve().parents[2]
-METALDAM_SPEC = REPO / "data_prep" / "metaldam.toml"
 
 #: Every job of the journey: tiny widths and few tiles, fp32 unless the CPU has native bf16.
 RUN_OVERRIDES = ["data.num_workers=0", "data.pin_memory=false", "progress=false", "schedule.warmup_epochs=0"]
@@ -114,15 +112,18 @@ class Journey:
                 "minutes": (time.monotonic() - started) / 60}
 
     # ------------------------------------------------------------------ the steps
-    def dataset(self) -> Path:
+    def dataset(self) -> str | Path:
+        """The dataset spec: a path, or the name of a project's or shipped spec (``metaldam``)."""
         o = self.options
         if o.spec is not None:
             return o.spec
         if o.dataset == "metaldam":
-            if not METALDAM_SPEC.is_file():
-                raise ConfigError(f"--dataset metaldam uses {METALDAM_SPEC}, which is missing; pass --spec SPEC")
-            self.echo(f"MetalDAM: spec {METALDAM_SPEC}, images in {o.raw or load_spec(METALDAM_SPEC).raw_dir}")
-            return METALDAM_SPEC
+            found = find_named("dataset", "metaldam")
+            if found is None:
+                raise ConfigError("--dataset metaldam: no data_prep/metaldam.toml here or above, nor shipped; "
+                                  "pass --spec SPEC")
+            self.echo(f"MetalDAM: {found.describe()}, images in {o.raw or load_spec('metaldam').raw_dir}")
+            return "metaldam"
         raw = o.folder / "raw"
         spec = raw / "spec.toml"
         if spec.is_file():
@@ -132,7 +133,7 @@ class Journey:
         self.echo(f"wrote synthetic SEM images and masks to {raw}")
         return spec
 
-    def prep(self, spec: Path) -> Path:
+    def prep(self, spec: str | Path) -> Path:
         o = self.options
         tile = o.tile_size if o.dataset == "metaldam" or o.spec is not None else None
         loaded = load_spec(spec, raw_dir=o.raw, tile_size=tile, stride=tile)

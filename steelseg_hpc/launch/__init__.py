@@ -23,6 +23,7 @@ __all__ = [
     "launch_experiment",
     "plan_launch",
     "load_experiment",
+    "find_experiment",
     "parse_signal",
     "submit_experiment",
 ]
@@ -31,6 +32,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "DEFAULT_ARCHITECTURES": "config",
     "Experiment": "config",
     "load_experiment": "config",
+    "find_experiment": "config",
     "CancelOutcome": "control",
     "cancel": "control",
     "job_logs": "control",

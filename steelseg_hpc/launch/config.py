@@ -1,6 +1,7 @@
 """Experiments (what a launch trains): architectures × seeds on one store with one run config.
 
-An experiment (``launch/experiments/*.toml``) becomes one training job per (architecture, seed);
+An experiment (``launch/experiments/*.toml``; a name finds the project's, else the shipped copy, see
+:mod:`steelseg_hpc.core.shipped`) becomes one training job per (architecture, seed);
 where the jobs run is a cluster profile (:mod:`steelseg_hpc.compute.profiles`). With ``folds``,
 it is one job per (fold, architecture, seed), each on its fold's store: ``store`` then names
 the stores by a pattern with ``{fold}`` (a cross-validation prepares one store per fold).
@@ -21,6 +22,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from steelseg_hpc.core.config import StrictModel, load_toml
+from steelseg_hpc.core.shipped import NamedFile, find_named_or_path
 from steelseg_hpc.models import architectures
 
 #: The lab's comparison: every registered architecture (the six CNNs and SAM with LoRA).
@@ -125,11 +127,22 @@ class Experiment(StrictModel):
         ]
 
 
+def find_experiment(name_or_path: str | Path, start: Path | None = None) -> NamedFile:
+    """The experiment given by path or by name (``smoke``), and where it was found.
+
+    Raises:
+        ConfigError: a name that is no known experiment (the message lists the known ones).
+    """
+    return find_named_or_path("experiment", name_or_path, start)
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Load an experiment TOML; relative paths in it are relative to the current directory.
+    """Load an experiment TOML (a path or a name); relative paths in it are relative to the current directory.
 
     Example:
         >>> load_experiment("launch/experiments/smoke.toml", ["store=x.zarr"]).name  # doctest: +SKIP
         'smoke'
+        >>> load_experiment("smoke", ["store=x.zarr"]).name  # doctest: +SKIP
+        'smoke'
     """
-    return load_toml(path, Experiment, overrides)
+    return load_toml(find_experiment(path).path, Experiment, overrides)

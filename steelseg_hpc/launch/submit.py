@@ -14,7 +14,7 @@ from pathlib import Path
 from steelseg_hpc.compute import slurm
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.core.errors import LaunchError
-from steelseg_hpc.launch.config import Experiment, load_experiment
+from steelseg_hpc.launch.config import Experiment, find_experiment, load_experiment
 from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.executor import Executor
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
@@ -101,10 +101,12 @@ def submit_experiment(
     return rows
 
 
-def _load(experiment_path, profile_path, overrides, profile_overrides) -> tuple[Experiment, ClusterProfile, Path]:
-    experiment = load_experiment(experiment_path, overrides)
+def _load(experiment_path, profile_path, overrides, profile_overrides
+          ) -> tuple[Experiment, ClusterProfile, Path, Path]:
+    experiment_file = find_experiment(experiment_path).path
+    experiment = load_experiment(experiment_file, overrides)
     profile_file = resolve_profile_path(profile_path)
-    return experiment, load_profile(profile_file, profile_overrides), profile_file
+    return experiment, load_profile(profile_file, profile_overrides), experiment_file, profile_file
 
 
 def plan_launch(
@@ -121,7 +123,7 @@ def plan_launch(
         >>> [(job.run.arch, job.config.epochs) for job in jobs]  # doctest: +SKIP
         [('unet3plus', 2), ('elunet', 2)]
     """
-    experiment, profile, _ = _load(experiment_path, profile_path, overrides, profile_overrides)
+    experiment, profile, _, _ = _load(experiment_path, profile_path, overrides, profile_overrides)
     return experiment, profile, plan_experiment(experiment, profile)
 
 
@@ -140,6 +142,7 @@ def launch_experiment(
         overrides: ``KEY=VALUE`` overrides of the experiment (``store=...``, ``seeds=[0,1]``).
         profile_overrides: ``KEY=VALUE`` overrides of the profile (``time_min=5``).
     """
-    experiment, profile, profile_file = _load(experiment_path, profile_path, overrides, profile_overrides)
-    return submit_experiment(experiment, profile, index, str(Path(experiment_path).absolute()),
+    experiment, profile, experiment_file, profile_file = _load(experiment_path, profile_path, overrides,
+                                                               profile_overrides)
+    return submit_experiment(experiment, profile, index, str(experiment_file.absolute()),
                              str(profile_file.absolute()))

@@ -3,7 +3,8 @@
 A sweep is data (nnU-Net's "plans as data"): which store and base run config every trial starts
 from, which run-config keys vary and over which values or ranges, what is optimised, how trials are
 chosen and stopped early, how many run at once and where. ``steelseg-hpc sweep NAME`` finds
-``sweeps/NAME.toml`` in the current folder or the nearest parent that has a ``sweeps/`` folder.
+``sweeps/NAME.toml`` in the current folder or the nearest parent that has a ``sweeps/`` folder, else
+the copy shipped with the package (:mod:`steelseg_hpc.core.shipped`).
 
 Example:
     >>> spec = SweepSpec.model_validate({"name": "r", "store": "s.zarr", "base": {"arch": "sam-lora"},
@@ -18,9 +19,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from steelseg_hpc.core.config import StrictModel, find_named_toml, load_toml
+from steelseg_hpc.core.config import StrictModel, load_toml
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.rundir import VALIDATION_METRICS
+from steelseg_hpc.core.shipped import NamedFile, find_named, known_names
 
 SWEEP_FOLDER = "sweeps"
 #: The derived parameter a batch-size sweep varies: micro-batch x accumulation x ranks.
@@ -152,9 +154,19 @@ def resolve_sweep_path(name_or_path: str | Path, start: Path | None = None) -> P
     Raises:
         ConfigError: neither a file nor a known sweep name (the message lists the known ones).
     """
-    path, known = find_named_toml(name_or_path, SWEEP_FOLDER, start)
-    if path is not None:
-        return path
+    return find_sweep(name_or_path, start).path
+
+
+def find_sweep(name_or_path: str | Path, start: Path | None = None) -> NamedFile:
+    """The sweep given by path or by name, and where it was found (``describe()`` says).
+
+    Raises:
+        ConfigError: neither a file nor a known sweep name (the message lists the known ones).
+    """
+    found = find_named("sweep", name_or_path, start)
+    if found is not None:
+        return found
+    known = known_names("sweep", start)
     hint = f"; known sweeps: {', '.join(known)}" if known else f"; no {SWEEP_FOLDER}/ folder here or above"
     raise ConfigError(f"unknown sweep {str(name_or_path)!r}: no such file or sweeps/{name_or_path}.toml{hint}")
 

@@ -148,8 +148,9 @@ def test_a_profile_is_found_by_name_from_the_project_or_below(tmp_path, monkeypa
     assert load_profile("local-cluster").executor == "slurm"
     with pytest.raises(ConfigError, match="--profile nosuch: no such file or profile name; known profiles: .*local-cluster"):
         load_profile("nosuch")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="no launch/ folder here or above"):
-        load_profile("local")
+    monkeypatch.chdir(tmp_path)  # outside a project: the shipped profiles
+    assert load_profile("local").executor == "local"
+    with pytest.raises(ConfigError, match="--profile nosuch: no such file or profile name; known profiles: .*local"):
+        load_profile("nosuch")
     (tmp_path / "mine.toml").write_text('executor = "local"\n')
     assert load_profile(tmp_path / "mine.toml").executor == "local"  # a path still works anywhere

@@ -1,16 +1,9 @@
-"""One writer per run directory: an exclusive lock that works on NFS and knows when it is stale.
+"""One writer per run directory: rank 0 takes ``RUN_DIR/.lock`` before it writes anything.
 
 Two ``train`` processes on one run directory (a manual run beside a launched job, a relaunch while
-the first job runs) would interleave epochs in one ``metrics.jsonl`` and race on checkpoints. Rank
-0 therefore takes ``RUN_DIR/.lock`` before it writes anything. The lock is a hard link to a file
-holding the owner's host, pid, SLURM job id and start time: ``link`` is atomic on NFS, where
-``O_EXCL`` and ``flock`` are not reliable across clients. A lock is stale, and taken over, when
-its owner is gone:
-
-- on this host, its pid no longer runs;
-- the owner was an earlier attempt of this same SLURM job (a requeued job takes over its own run);
-- the owner's SLURM job has ended (asked with ``squeue``; a job of another cluster cannot be asked,
-  and its lock is honoured).
+the first job runs) would interleave epochs in one ``metrics.jsonl`` and race on checkpoints. The
+lock is :class:`~steelseg_hpc.compute.writer_lock.WriterLock` (NFS-safe, stale when its owner is
+gone).
 
 Example:
     >>> import tempfile, pathlib
@@ -21,55 +14,17 @@ Example:
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
-import uuid
 from pathlib import Path
 
-import psutil
+from steelseg_hpc.compute.writer_lock import WriterLock, is_stale
+from steelseg_hpc.core.errors import TrainingError
 
-from steelseg_hpc.compute import slurm
-from steelseg_hpc.core.errors import LaunchError, TrainingError
+__all__ = ["LOCK_NAME", "RunLock", "is_stale"]
 
 LOCK_NAME = ".lock"
 
 
-def _owner() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-
-
-def _describe(owner: dict) -> str:
-    job = f", SLURM job {owner['slurm_job_id']}" if owner.get("slurm_job_id") else ""
-    return f"pid {owner.get('pid')} on {owner.get('host')}{job}, since {owner.get('since')}"
-
-
-def _job_has_ended(job_id: str) -> bool:
-    try:
-        record = slurm.query_jobs([job_id]).get(job_id)
-    except LaunchError:
-        return False  # SLURM does not answer here: the owner may be alive on another cluster
-    return record is not None and record.state in slurm.TERMINAL_STATES
-
-
-def is_stale(owner: dict) -> bool:
-    """Whether the process that holds the lock is gone (see the module docstring)."""
-    job_id = owner.get("slurm_job_id")
-    if job_id and job_id == os.environ.get("SLURM_JOB_ID"):
-        return True
-    if owner.get("host") == socket.gethostname():
-        pid = owner.get("pid")
-        try:
-            return not (isinstance(pid, int) and psutil.pid_exists(pid)
-                        and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-        except psutil.NoSuchProcess:
-            return True
-    return bool(job_id) and _job_has_ended(job_id)
-
-
-class RunLock:
+class RunLock(WriterLock):
     """``with RunLock(run_dir):`` holds the run directory's lock, or raises one clear line.
 
     Raises:
@@ -77,49 +32,5 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True):
-        self.path = Path(run_dir) / LOCK_NAME
-        self.enabled = enabled
-        self._held = False
-
-    def read_owner(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        candidate = self.path.with_name(f"{LOCK_NAME}.{uuid.uuid4().hex}")
-        candidate.write_text(json.dumps(_owner()), encoding="utf-8")
-        try:
-            for _ in range(3):
-                try:
-                    os.link(candidate, self.path)
-                    self._held = True
-                    return
-                except FileExistsError:
-                    owner = self.read_owner()
-                    if owner is not None and not is_stale(owner):
-                        raise TrainingError(
-                            f"{self.path.parent} is in use by {_describe(owner)}; wait for it or stop it "
-                            f"(steelseg-hpc cancel), or, if that process is gone, delete {self.path}"
-                        ) from None
-                    self.path.unlink(missing_ok=True)  # stale or unreadable: the owner is gone
-            raise TrainingError(f"{self.path}: could not take the run directory's lock; try again")
-        finally:
-            candidate.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        if self._held:
-            owner = self.read_owner()
-            if owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-                self.path.unlink(missing_ok=True)
-            self._held = False
-
-    def __enter__(self) -> "RunLock":
-        if self.enabled:
-            self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+        super().__init__(Path(run_dir) / LOCK_NAME, Path(run_dir), enabled, TrainingError,
+                         stop_hint="steelseg-hpc cancel")

@@ -6,6 +6,7 @@ from steelseg_hpc.core.lazy import lazy_exports
 
 __all__ = [
     "DatasetSpec",
+    "ForeignFolderError",
     "LoadedSpec",
     "PrepSummary",
     "StoreInfo",
@@ -33,5 +34,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "open_store": "store",
     "read_provenance": "store",
     "store_identity": "store",
+    "ForeignFolderError": "synth",
     "make_synthetic_dataset": "synth",
 })

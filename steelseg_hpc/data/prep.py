@@ -31,6 +31,7 @@ import numpy as np
 import zarr
 
 from steelseg_hpc.compute.tasks import TaskRunner
+from steelseg_hpc.compute.writer_lock import WriterLock
 from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.data.augment import apply_augmentation
 from steelseg_hpc.data.layout import create_tile_arrays, tiles_per_shard, zarr_pipeline
@@ -246,10 +247,18 @@ def prepare(
 
     Raises:
         DataError: bad input (before anything is written), or ``out`` holds a store prepared from
-            a different spec or data, or of an older format, and ``force`` is not set.
+            a different spec or data, or of an older format, and ``force`` is not set, or another
+            ``prep`` is writing ``out`` (the message names it).
     """
-    started = time.perf_counter()
     out = Path(out)
+    # beside the store, not in it: a finished prep replaces the store folder and deletes .partial
+    with WriterLock(out.with_name(out.name + ".lock"), out, error=DataError):
+        return _prepare(loaded, out, workers, dask_cluster, profile, force, progress, runner, shard_tiles)
+
+
+def _prepare(loaded: LoadedSpec, out: Path, workers: int, dask_cluster: str, profile: str | None, force: bool,
+             progress, runner: TaskRunner | None, shard_tiles: int | None) -> PrepSummary:
+    started = time.perf_counter()
     partial = out.with_name(out.name + ".partial")
     records = discover(loaded)
     if loaded.spec.split.method == "pooled-random":

@@ -182,6 +182,21 @@ def make_synthetic_dataset(
 _HEADER = "# Written by `steelseg-hpc synth`; describes the synthetic dataset beside it.\n"
 
 
+class ForeignFolderError(ConfigError):
+    """The folder to write holds files synth did not make; ``remedy`` says what to do about it.
+
+    The remedy depends on the command the user typed (``synth`` has ``--force``, ``demo`` does not),
+    so a caller that writes through synth re-raises it with its own (:meth:`with_remedy`).
+    """
+
+    def __init__(self, folder: Path, remedy: str = "choose a new --out, or pass --force to write into it"):
+        super().__init__(f"{folder} is not empty and was not made by synth; its files could be replaced: {remedy}")
+        self.folder = folder
+
+    def with_remedy(self, remedy: str) -> "ForeignFolderError":
+        return ForeignFolderError(self.folder, remedy)
+
+
 def _refuse_foreign_folder(out: Path, force: bool) -> None:
     """Never overwrite a user's files: a non-empty folder must be one synth made (its spec.toml)."""
     if out.exists() and not out.is_dir():
@@ -194,8 +209,7 @@ def _refuse_foreign_folder(out: Path, force: bool) -> None:
     except (OSError, UnicodeDecodeError):
         ours = False
     if not ours:
-        raise ConfigError(f"--out {out} is not empty and was not made by synth; its files could be replaced: "
-                          "choose a new folder, or pass --force to write into it")
+        raise ForeignFolderError(out)
 
 
 def _toml_with_arrays_of_tables(spec: dict) -> str:

@@ -25,7 +25,7 @@ from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.core.shipped import find_named
-from steelseg_hpc.data import load_spec, make_synthetic_dataset, prepare
+from steelseg_hpc.data import ForeignFolderError, load_spec, make_synthetic_dataset, prepare
 from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
 from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
@@ -129,7 +129,11 @@ class Journey:
         if spec.is_file():
             self.echo(f"synthetic data already in {raw}")
             return spec
-        make_synthetic_dataset(raw, size=o.size, tile_size=o.tile_size, seed=0)
+        try:
+            make_synthetic_dataset(raw, size=o.size, tile_size=o.tile_size, seed=0)
+        except ForeignFolderError as exc:
+            raise exc.with_remedy(f"choose another --dir, or move it away; to run the demo on your own images "
+                                  f"there, pass --spec SPEC --raw {raw}") from None
         self.echo(f"wrote synthetic SEM images and masks to {raw}")
         return spec
 

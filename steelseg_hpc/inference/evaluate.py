@@ -121,6 +121,9 @@ def run_store(run_dir: Path, store: str | Path | None = None) -> StoreInfo:
     recorded = info.store if info is not None else {}
     if store is None:
         store = recorded.get("path") or load_saved_config(RunFiles(run_dir).config).data.store
+        if not Path(store).exists():  # not "run prep": the store exists, elsewhere, and prep takes hours
+            raise DataError(f"{run_dir}: the store it trained on, {store}, is gone (moved or deleted); "
+                            f"pass --store NEW_PATH to evaluate on it where it is now")
     found = open_store(store)
     check_same_store(recorded, found, str(run_dir))
     return found

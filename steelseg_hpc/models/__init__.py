@@ -4,6 +4,7 @@ Importing the package registers the whole zoo, so the registry is complete where
 """
 from steelseg_hpc.models.registry import (
     Architecture,
+    OptionTypeError,
     architecture,
     architectures,
     build_model,
@@ -16,4 +17,4 @@ from steelseg_hpc.models import unet3plus as _unet3plus  # noqa: E402,F401
 from steelseg_hpc.models import elunet as _elunet  # noqa: E402,F401
 from steelseg_hpc.models import sam_segmenter as _sam_segmenter  # noqa: E402,F401
 
-__all__ = ["Architecture", "architecture", "architectures", "build_model", "list_models", "register"]
+__all__ = ["Architecture", "OptionTypeError", "architecture", "architectures", "build_model", "list_models", "register"]

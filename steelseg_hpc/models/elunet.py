@@ -115,19 +115,19 @@ def build_elunet(in_channels: int = 1, num_classes: int = 3, *, base_channels: i
                   check_skip_order(skip_order), deep_supervision, check_flag("activation_checkpointing", activation_checkpointing))
 
 
-@register("elunet", family="elunet")
+@register("elunet", family="elunet", options_of=build_elunet)
 def elunet(**options) -> ELUNet:
     """ELU-Net as read from the paper (3x3 kernels, max pooling, ReLU, BatchNorm)."""
     return build_elunet(**options)
 
 
-@register("elunet-enhanced", family="elunet", variant="enhanced")
+@register("elunet-enhanced", family="elunet", variant="enhanced", options_of=build_elunet)
 def elunet_enhanced(**options) -> ELUNet:
     """ELU-Net with 7x7 kernels, dilated encoder convs and anti-aliased (blur) pooling."""
     return build_elunet(**{**ENHANCED, **options})
 
 
-@register("elunet-enhanced-glu", family="elunet", variant="enhanced-glu")
+@register("elunet-enhanced-glu", family="elunet", variant="enhanced-glu", options_of=build_elunet)
 def elunet_enhanced_glu(**options) -> ELUNet:
     """Enhanced ELU-Net with GLU activations (Enhanced*)."""
     return build_elunet(**{**ENHANCED_GLU, **options})

@@ -17,9 +17,13 @@ Example:
 """
 from __future__ import annotations
 
+import functools
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from steelseg_hpc.core.errors import ConfigError
 
@@ -44,6 +48,9 @@ class Architecture:
             tensors (and their optimizer state), the frozen rest comes from a base checkpoint.
         base_option: The option naming that base checkpoint file (``"checkpoint"``), or None.
         summary: One line describing it.
+        options_of: The callable whose annotated keywords are the options (the builder itself, or
+            what a ``builder(**options)`` passes them to); each given option is checked against
+            its annotation before the build.
     """
 
     name: str
@@ -55,6 +62,7 @@ class Architecture:
     checkpoint: CheckpointKind = "full"
     base_option: str | None = None
     summary: str = ""
+    options_of: Callable[..., Any] | None = None
 
     @property
     def vanilla(self) -> str | None:
@@ -70,7 +78,8 @@ _REGISTRY: dict[str, Architecture] = {}
 
 def register(name: str, *, family: str, variant: str = "vanilla", loss: LossKind = "dense",
              width_option: str | None = "base_channels", checkpoint: CheckpointKind = "full",
-             base_option: str | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
+             base_option: str | None = None, options_of: Callable[..., Any] | None = None
+             ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: register ``builder(in_channels, num_classes, **options)`` under ``name``.
 
     The builder's docstring's first line becomes the architecture's summary.
@@ -81,7 +90,7 @@ def register(name: str, *, family: str, variant: str = "vanilla", loss: LossKind
             raise RuntimeError(f"model {name!r} is registered twice")
         summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
         _REGISTRY[name] = Architecture(name, builder, family, variant, loss, width_option,
-                                       checkpoint, base_option, summary)
+                                       checkpoint, base_option, summary, options_of)
         return builder
 
     return decorator
@@ -108,13 +117,48 @@ def architecture(name: str) -> Architecture:
     return _REGISTRY[name]
 
 
+class OptionTypeError(ConfigError):
+    """An option's value is not of its annotated type (``option``, ``problem``: for the caller's prefix)."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option}: {problem}")
+        self.option, self.problem = option, problem
+
+
+@functools.cache
+def _option_types(options_of: Callable[..., Any]) -> dict[str, TypeAdapter]:
+    target = options_of.__init__ if isinstance(options_of, type) else options_of
+    hints = typing.get_type_hints(target)
+    return {key: TypeAdapter(hint) for key, hint in hints.items()
+            if key not in ("return", "in_channels", "num_classes") and hint is not Any}
+
+
+def check_option_types(name: str, options: dict[str, Any]) -> None:
+    """Check each option against its annotation, strictly (``"8"`` is not an int, ``1`` not a bool).
+
+    Raises:
+        OptionTypeError: the first option of the wrong type, named with the type it expects.
+    """
+    entry = architecture(name)
+    types = _option_types(entry.options_of or entry.builder)
+    for key, value in options.items():
+        if key in types:
+            try:
+                types[key].validate_python(value, strict=True)
+            except ValidationError as exc:
+                expected = exc.errors()[0]["msg"].replace("Input should be ", "expected ", 1)
+                raise OptionTypeError(key, f"{expected}, got {value!r}") from None
+
+
 def build_model(name: str, in_channels: int = 1, num_classes: int = 3, **options: Any) -> Any:
     """Build the architecture registered as ``name``.
 
     Raises:
-        ConfigError: unknown name, or an option the architecture does not take.
+        ConfigError: unknown name, or an option the architecture does not take, or of the wrong
+            type (:class:`OptionTypeError`).
     """
     entry = architecture(name)
+    check_option_types(name, options)
     try:
         return entry.builder(in_channels=in_channels, num_classes=num_classes, **options)
     except TypeError as exc:

@@ -211,7 +211,7 @@ class SamSegmenter(nn.Module):
 
 
 @register("sam-lora", family="sam", variant="lora", loss="sam", width_option=None,
-          checkpoint="trainable", base_option="checkpoint")
+          checkpoint="trainable", base_option="checkpoint", options_of=SamSegmenter)
 def build_sam_lora(in_channels: int = 1, num_classes: int = 3, **options) -> SamSegmenter:
     """SAM with LoRA on q and v of the image encoder's fused qkv (rank 0: full fine-tuning).
 

@@ -132,19 +132,20 @@ def build_unet3plus(in_channels: int = 1, num_classes: int = 3, *, base_channels
                      check_flag("activation_checkpointing", activation_checkpointing))
 
 
-@register("unet3plus", family="unet3plus")
+@register("unet3plus", family="unet3plus", options_of=build_unet3plus)
 def unet3plus(**options) -> UNet3Plus:
     """Paper-faithful UNet 3+ (3x3 kernels, max pooling, ReLU, BatchNorm)."""
     return build_unet3plus(**options)
 
 
-@register("unet3plus-enhanced", family="unet3plus", variant="enhanced")
+@register("unet3plus-enhanced", family="unet3plus", variant="enhanced", options_of=build_unet3plus)
 def unet3plus_enhanced(**options) -> UNet3Plus:
     """UNet 3+ with 7x7 kernels, dilated encoder convs and anti-aliased (blur) pooling."""
     return build_unet3plus(**{**ENHANCED, **options})
 
 
-@register("unet3plus-enhanced-glu", family="unet3plus", variant="enhanced-glu")
+@register("unet3plus-enhanced-glu", family="unet3plus", variant="enhanced-glu",
+          options_of=build_unet3plus)
 def unet3plus_enhanced_glu(**options) -> UNet3Plus:
     """Enhanced UNet 3+ with GLU activations (the lab's "Enhanced*")."""
     return build_unet3plus(**{**ENHANCED_GLU, **options})

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field
 
 from steelseg_hpc.core.config import StrictModel, apply_overrides, dump_toml, read_toml, validate
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.models import architecture, build_model
+from steelseg_hpc.models import OptionTypeError, architecture, build_model
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ def check_model_options(config: RunConfig) -> None:
             options.pop(base_option, None)  # the base's weights are read when the run starts
         with torch.device("meta"):
             build_model(config.model.name, in_channels=1, num_classes=3, **options)
+    except OptionTypeError as exc:
+        raise ConfigError(f"model.{exc.option}: {exc.problem}") from None
     except ConfigError as exc:
         raise ConfigError(f"model: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a builder that cannot run on meta is checked later

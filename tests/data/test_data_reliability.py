@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from steelseg_hpc.cli import main
+from steelseg_hpc.compute.writer_lock import WriterLock
 from steelseg_hpc.core.errors import DataError
 from steelseg_hpc.data import TileDataset, load_spec, open_store, prepare, read_provenance
 
@@ -79,6 +81,23 @@ def test_prep_refuses_to_call_a_damaged_store_up_to_date(synthetic_raw, tmp_path
     code, output = cli("prep", spec, "--out", store, "--workers", "0", "--force")
     assert code == 0, output
     open_store(store)
+
+
+def test_a_second_prep_onto_one_store_is_refused_naming_the_first_and_the_store_is_kept(synthetic_raw, tmp_path):
+    spec = copy_raw(synthetic_raw, tmp_path / "raw")
+    store = tmp_path / "s.zarr"
+    prepare(load_spec(spec), store, workers=0)
+    before = {path: path.stat().st_mtime_ns for path in store.rglob("*")}
+    # this process holds the store's lock the way a running prep does; the second prep is another process
+    with WriterLock(tmp_path / "s.zarr.lock", store, error=DataError):
+        result = subprocess.run([sys.executable, "-m", "steelseg_hpc", "prep", str(spec), "--out", str(store),
+                                 "--workers", "0", "--force"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{store} is in use by pid {os.getpid()} on {socket.gethostname()}" in lines[0]
+    assert {path: path.stat().st_mtime_ns for path in store.rglob("*")} == before
+    assert open_store(store).complete and not (tmp_path / "s.zarr.partial").exists()
+    assert not (tmp_path / "s.zarr.lock").exists()  # the holder released it
 
 
 def _write_16bit_dataset(folder: Path, peak: int) -> Path:

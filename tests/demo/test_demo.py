@@ -64,3 +64,17 @@ def test_each_dataset_has_its_own_folder_so_stores_never_meet(tmp_path):
     assert JourneyOptions(dataset="metaldam", index=index).folder == Path("demo-metaldam")
     assert JourneyOptions(spec=tmp_path / "e-type.toml", index=index).name == "demo-e-type"
     assert JourneyOptions(dataset="metaldam", folder=tmp_path, index=index).folder == tmp_path
+
+
+def test_a_raw_folder_of_the_users_is_refused_with_a_remedy_demo_has(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "notes.txt").write_text("mine")
+    env = dict(os.environ, STEELSEG_INDEX=str(tmp_path / "index.jsonl"), NO_ALBUMENTATIONS_UPDATE="1")
+    done = subprocess.run([sys.executable, "-m", "steelseg_hpc", "demo", "--dir", str(tmp_path), "--quick",
+                           "--size", "128x112", "--tile-size", "64", "--workers", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-4000:]
+    error = done.stderr.strip().splitlines()[-1]
+    assert f"{raw} is not empty and was not made by synth" in error
+    assert "--force" not in error and "choose another --dir" in error and f"--spec SPEC --raw {raw}" in error
+    assert (raw / "notes.txt").read_text() == "mine" and sorted(raw.iterdir()) == [raw / "notes.txt"]

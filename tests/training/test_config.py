@@ -63,3 +63,21 @@ def test_raising_epochs_or_patience_is_an_extension_and_lowering_them_is_a_diffe
 
 def test_precision_defaults_to_auto():
     assert load_run_config(None, []).precision == "auto"
+
+
+@pytest.mark.parametrize("arch, option, expected", [
+    ("unet3plus", "base_channels=abc", "model.base_channels: expected a valid integer, got 'abc'"),
+    ("elunet", "deep_supervision=1", "model.deep_supervision: expected a valid boolean, got 1"),
+    ("elunet-enhanced", "pooling=3", "model.pooling: expected a valid string, got 3"),
+    ("unet3plus", "dilation_rates=[1, 'x']", "model.dilation_rates: expected a valid integer, got [1, 'x']"),
+    ("sam-lora", "box_dice_weight='heavy'", "model.box_dice_weight: expected a valid number, got 'heavy'"),
+])
+def test_a_model_option_of_the_wrong_type_names_the_field_and_its_type(tmp_path, arch, option, expected):
+    from click.testing import CliRunner
+
+    from steelseg_hpc.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--arch", arch, "--store", str(tmp_path / "s.zarr"),
+                                       "--run-dir", str(tmp_path / "run"), "--set", f"model.{option}"])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {expected}"
+    assert not (tmp_path / "run").exists()

@@ -186,6 +186,21 @@ def test_evaluate_uses_the_recorded_store_from_any_folder(tiny_store, tmp_path, 
     assert (work / "runs" / "a" / "eval" / "test" / "metrics.json").is_file()
 
 
+def test_evaluate_of_a_run_whose_store_moved_points_at_store_not_at_prep(unet_run, tiny_store, tmp_path):
+    run_dir = tmp_path / "moved-store"
+    shutil.copytree(unet_run, run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    gone = tmp_path / "old-place" / "store.zarr"  # where the store was when the run trained
+    info["store"]["path"] = str(gone)
+    (run_dir / "run.json").write_text(json.dumps(info))
+    refused = CliRunner().invoke(main, ["evaluate", str(run_dir)])
+    assert refused.exit_code == 2
+    assert f"{gone}, is gone (moved or deleted); pass --store NEW_PATH" in refused.output
+    assert "prep" not in refused.output and len(refused.output.strip().splitlines()) == 1
+    moved = CliRunner().invoke(main, ["evaluate", str(run_dir), "--store", str(tiny_store), "--json"])
+    assert moved.exit_code == 0, moved.output
+
+
 def test_evaluate_never_substitutes_a_damaged_best_checkpoint(unet_run, tmp_path):
     run_dir = tmp_path / "damaged-best"
     shutil.copytree(unet_run, run_dir)

@@ -25,13 +25,13 @@ import torch
 import torch.distributed as dist
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import DataError, SteelsegError, TrainingError
+from steelseg_hpc.core.errors import ConfigError, DataError, SteelsegError, TrainingError
 from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow
 from steelseg_hpc.data import check_same_store, open_store, store_identity
 from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
-from steelseg_hpc.training.config import RunConfig, extensions
+from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import build_loaders, check_splits
 from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
 from steelseg_hpc.training.engine import build_engine, load_engine_checkpoint, save_engine_checkpoint
@@ -42,6 +42,7 @@ from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
+from steelseg_hpc.training.resume import FINISHED, REFUSED, plan_resume
 from steelseg_hpc.training.run_dir import RunDir
 from steelseg_hpc.training.run_lock import RunLock
 from steelseg_hpc.training.run_info import host_info, peak_memory_mb, reset_peak_memory
@@ -137,30 +138,6 @@ def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> Epoc
     return state
 
 
-def _finished_summary(run: RunDir, config: RunConfig, changes: dict) -> FinalSummary | None:
-    """The saved summary when the run has nothing left to do, else None (train on)."""
-    final = run.read_final()
-    if final is None:
-        return None
-    if final.stopped == STOPPED_ON_REQUEST and run.files.stop_request.exists():
-        log.warning("%s: ended at epoch %d on a stop request; delete %s to train it on", run.path,
-                    final.epochs_completed, run.files.stop_request)
-        return final
-    more_epochs = config.epochs > final.epochs_completed
-    if final.stopped == STOPPED_ON_BUDGET and "time_budget_s" not in changes:
-        log.warning("%s: stopped at epoch %d when its time budget of %g s of training was used; raise "
-                    "time_budget_s to continue it", run.path, final.epochs_completed, config.time_budget_s)
-        return final
-    if final.stopped == "patience" and "patience" not in changes:
-        log.warning("%s: stopped early at epoch %d (no better val Dice for %d epochs); raise patience "
-                    "to continue it", run.path, final.epochs_completed, config.patience)
-        return final
-    if not more_epochs:
-        log.warning("%s: run already finished; returning its summary", run.path)
-        return final
-    return None
-
-
 def _on_main(env: DistEnv, action):
     """Run ``action`` on rank 0 only; a user error it raises is raised on every rank.
 
@@ -214,12 +191,13 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     run = RunDir(run_dir)
     store = open_store(config.data.store)
     check_splits(store, config)
-    saved = run.saved_config()
-    changes = extensions(saved, config) if saved is not None else {}
-    if run.check_config(config) and not restart:
-        finished = _finished_summary(run, config, changes)
-        if finished is not None:
-            return finished
+    plan = plan_resume(run.path, config)
+    if plan.kind == REFUSED:
+        raise ConfigError(plan.reason)
+    if plan.kind == FINISHED and not restart:
+        log.warning("%s", plan.reason)
+        return plan.final
+    changes = plan.changes
     arch = architecture(config.model.name)
     base = base_identity(config.model.name, config.model.options(), config.seed)
     previous = None if restart else rundir.read_run_info(run.path)

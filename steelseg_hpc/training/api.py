@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import ConfigError, DataError, SteelsegError, TrainingError
+from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError
 from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow
 from steelseg_hpc.data import check_same_store, open_store, store_identity
 from steelseg_hpc.models import architecture
@@ -33,11 +32,12 @@ from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import build_loaders, check_splits
-from steelseg_hpc.training.distributed import DistEnv, device_for, setup_distributed
+from steelseg_hpc.training.distributed import (DistEnv, barrier, broadcast, device_for, mean_across_ranks,
+                                               on_main, setup_distributed)
 from steelseg_hpc.training.engine import build_engine, load_engine_checkpoint, save_engine_checkpoint
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped
 from steelseg_hpc.training.log_capture import ThirdPartyLogs
-from steelseg_hpc.training.loop import mean_across_ranks, train_one_epoch, validate
+from steelseg_hpc.training.loop import train_one_epoch, validate
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
@@ -53,19 +53,6 @@ log = logging.getLogger(__name__)
 __all__ = ["train", "StopRequest", "TrainingPreempted"]
 
 _STATE_KEYS = ("epoch", "best_score", "best_epoch", "bad_epochs")
-
-
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _broadcast(value):
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -92,7 +79,7 @@ def _resume(engine, checkpoints: CheckpointManager, run: RunDir, env: DistEnv,
     """
     fresh = {"epoch": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0, "resume_epoch": None,
              "tag": None}
-    tag, skipped = _broadcast(checkpoints.resume_choice() if env.is_main else None)
+    tag, skipped = broadcast(checkpoints.resume_choice() if env.is_main else None)
     if tag is None:
         return fresh
     for damaged in skipped:
@@ -136,23 +123,6 @@ def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> Epoc
     if (state.epoch, state.micro_batches) != (mid_epoch["epoch"], mid_epoch["micro_batches"]):
         raise TrainingError(f"{folder}: rank {env.rank}'s epoch state does not match the checkpoint")
     return state
-
-
-def _on_main(env: DistEnv, action):
-    """Run ``action`` on rank 0 only; a user error it raises is raised on every rank.
-
-    Rank 0 alone writes the run directory; the other ranks must not wait at a barrier for a
-    rank that has given up, so the outcome is broadcast.
-    """
-    outcome = None
-    if env.is_main:
-        try:
-            action()
-        except SteelsegError as exc:
-            outcome = (type(exc), str(exc))
-    outcome = _broadcast(outcome)
-    if outcome is not None:
-        raise outcome[0](outcome[1])
 
 
 def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
@@ -212,7 +182,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
         if env.is_main:
             stop.watch(run.files.stop_request)
         lock = RunLock(run.path, enabled=env.is_main)
-        _on_main(env, lock.acquire)
+        on_main(env, lock.acquire)
         try:
             return _start(config, run, env, store, arch, base, identity, changes, third_party, stop, restart)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -264,8 +234,8 @@ def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict
     engine, step = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
     parameters = list(step.model.parameters())
     checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,
-                                    is_main=env.is_main, barrier=_barrier)
-    _on_main(env, lambda: _check_history(run, checkpoints, restart))
+                                    is_main=env.is_main, barrier=barrier)
+    on_main(env, lambda: _check_history(run, checkpoints, restart))
     if env.is_main:
         run.initialise(config, {"host": host_info(env.world_size), **precision.as_dict()})
         run.update_run_info(store=identity, model={
@@ -273,7 +243,7 @@ def _start(config: RunConfig, run: RunDir, env: DistEnv, store, arch, base: dict
             "trainable_params": sum(_numel(p) for p in parameters if p.requires_grad)})
         if changes and run.files.final.exists():
             run.files.final.unlink()  # the run is going again: not finished any more
-    _barrier()
+    barrier()
     package_logger = logging.getLogger("steelseg_hpc")
     previous_level = package_logger.level
     handler = run.attach_log() if env.is_main else None
@@ -395,7 +365,7 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
     stop_reason, last_row = "completed", None
     # Training seconds of the epochs already finished (the resumed checkpoint's): what a time
     # budget has used. A resumed mid-epoch's own seconds travel in its epoch state.
-    trained_seconds = _broadcast(sum(row.train_seconds or 0.0 for row in run.read_metrics())
+    trained_seconds = broadcast(sum(row.train_seconds or 0.0 for row in run.read_metrics())
                                  if env.is_main else None)
     budget = config.time_budget_s or None
     compile_pending = config.compile  # the first step this process trains compiles the model
@@ -447,7 +417,7 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
             cut_short = stats.pop("budget_reached")
             stats.update(validate(engine, loaders, metrics, device))
             # Every rank must take the same best/patience decisions: rank 0's figures are the record.
-            stats = _broadcast(stats)
+            stats = broadcast(stats)
             trained_seconds += stats["train_seconds"]
             score = stats["val_dice"]
             improved = score is not None and (state["best_score"] is None or score > state["best_score"])
@@ -490,5 +460,5 @@ def _run(config: RunConfig, run: RunDir, env: DistEnv, device: torch.device, loa
     )
     if env.is_main:
         run.write_final(summary)
-    _barrier()
+    barrier()
     return summary

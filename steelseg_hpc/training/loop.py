@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -76,7 +77,8 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                     noise: GradientNoiseScale | None, progress: EpochProgress,
                     world_size: int, stop: StopRequest | None = None,
                     resume: EpochState | None = None, epochs: int | None = None,
-                    budget_s: float | None = None, exclude_first_step: bool = False) -> dict[str, Any]:
+                    budget_s: float | None = None, exclude_first_step: bool = False,
+                    on_step_end: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Train for one epoch; returns loss, train metrics, tiles/s and the step count.
 
     Args:
@@ -88,6 +90,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
             before each optimiser step after the first. None: no budget.
         exclude_first_step: Time the first optimiser step separately (``compile_seconds``) and
             leave it out of ``tiles_per_s``.
+        on_step_end: Called with the last micro-batch's loss after each optimiser step.
 
     Returns:
         ``train_loss``, ``train_pixel_accuracy``, ``train_dice``, ``train_miou``,
@@ -175,6 +178,8 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                         torch.cuda.synchronize(device)  # its queued kernels belong to the excluded step
                     first_step_end, first_step_micro = time.perf_counter(), micro_steps
                 progress.advance(loss_value, tiles=tiles_per_step)
+                if on_step_end is not None:
+                    on_step_end(loss_value)
     finally:
         if probe is not None:
             probe.remove()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 
@@ -14,10 +15,9 @@ from rich.text import Text
 
 from steelseg_hpc import launch as launch_stage
 from steelseg_hpc import sweeps
-from steelseg_hpc.cli._app import console, main
+from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.compute.profiles import find_profile
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
-from steelseg_hpc.core import rundir
 from steelseg_hpc.launch.status import PROBLEM_STATES
 
 _index_option = click.option(
@@ -28,15 +28,6 @@ _index_option = click.option(
 
 def _index(path: str | None):
     return launch_stage.ExperimentIndex(path)
-
-
-def _run_dir_state(run_dir, epochs: int) -> str:
-    rows, final = rundir.read_metrics(run_dir), rundir.read_final(run_dir)
-    if final is not None and final.epochs_completed >= epochs:
-        return "finished: ends at once"
-    if final is not None:
-        return f"extends {final.epochs_completed} → {epochs} epochs"
-    return f"resumes after epoch {rows[-1].epoch}" if rows else "new"
 
 
 def render_plan(name: str, profile, jobs: list) -> Table:
@@ -55,7 +46,7 @@ def render_plan(name: str, profile, jobs: list) -> Table:
         batch = f"{config.micro_batch * config.grad_accumulation * ranks} = {config.micro_batch} micro × " \
                 f"{config.grad_accumulation} accum × {ranks} rank(s)"
         table.add_row(job.run.arch, str(job.run.seed), str(config.epochs), batch, config.precision,
-                      str(job.run.run_dir), _run_dir_state(job.run.run_dir, config.epochs))
+                      str(job.run.run_dir), job.resume.describe())
     return table
 
 
@@ -68,7 +59,7 @@ def render_plan(name: str, profile, jobs: list) -> Table:
               help="Override an experiment field, e.g. --set store=demo/store.zarr.")
 @click.option("--profile-set", "profile_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a profile field, e.g. --profile-set time_min=30.")
-@click.option("--wait", is_flag=True, help="Show the status table until every job has ended.")
+@click.option("--wait", is_flag=True, help="Show the status table until every job has ended; exit 1 if one did not complete.")
 @click.option("--dry-run", is_flag=True,
               help="Check the profile against the cluster and every run config; print the jobs; queue nothing.")
 @_index_option
@@ -91,7 +82,13 @@ def launch(experiment, profile, overrides, profile_overrides, wait, dry_run, ind
     for row in rows:
         console.print(f"submitted [bold]{row.arch}[/] seed {row.seed}: job {row.job_id} -> {row.run_dir}")
     if wait:
-        _watch(rows[0].experiment, _index(index_path), interval=5.0)
+        ended = _watch(rows[0].experiment, _index(index_path), interval=5.0)
+        failed = [row for row in ended if row.state != "COMPLETED"]
+        if failed:
+            listed = ", ".join(f"{row.job_id} {row.arch} seed {row.seed} {row.state}" for row in failed)
+            err_console.print(f"[bold red]error:[/] {len(failed)} of {len(ended)} job(s) did not complete: {listed}",
+                              highlight=False)
+            sys.exit(1)
 
 
 @main.command()
@@ -228,12 +225,13 @@ def render_status(rows) -> Group | Text:
     return Group(*parts)
 
 
-def _watch(experiment, index, interval: float) -> None:
+def _watch(experiment, index, interval: float) -> list:
+    """Show the status table until every job has ended; the jobs' last status rows."""
     out = console if console.is_terminal else wide_console()
     with Live(console=out, auto_refresh=False) as live:
         while True:
             rows = launch_stage.collect_status(experiment, index)
             live.update(render_status(rows), refresh=True)
             if rows and all(row.state in TERMINAL_STATES for row in rows):
-                return
+                return rows
             time.sleep(interval)

@@ -21,14 +21,16 @@ from steelseg_hpc.data import open_store
 from steelseg_hpc.launch.config import Experiment, PlannedRun
 from steelseg_hpc.models import list_models
 from steelseg_hpc.training import RunConfig, load_run_config
+from steelseg_hpc.training.resume import REFUSED, ResumePlan, plan_resume
 
 
 @dataclass(frozen=True)
 class ResolvedRun:
-    """A planned job and the run config it trains (seed and store already applied)."""
+    """A planned job, the run config it trains (seed and store already applied) and what its run dir will do."""
 
     run: PlannedRun
     config: RunConfig
+    resume: ResumePlan
 
 
 def check_store(store: Path) -> None:
@@ -74,6 +76,15 @@ def check_evaluation_splits(experiment: Experiment) -> None:
                               "see the spec's whole_image_splits)")
 
 
+def resolve_and_plan(experiment: Experiment, run: PlannedRun) -> ResolvedRun:
+    """One job's run config and the engine's own plan for its run dir; a refused plan is refused now."""
+    config = resolve_run(experiment, run)
+    plan = plan_resume(run.run_dir, config)
+    if plan.kind == REFUSED:
+        raise ConfigError(f"{run.name}: {plan.reason}")
+    return ResolvedRun(run, config, plan)
+
+
 def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
     """Check stores, architectures, run config file, evaluated splits and every run's config.
 
@@ -82,7 +93,8 @@ def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
 
     Raises:
         LaunchError: a missing store (of any fold). ConfigError: unknown architecture, a bad
-        override, or an evaluated split without whole images.
+        override, an evaluated split without whole images, or a run dir the job would refuse
+        (its saved config differs).
     """
     for fold in experiment.folds or [None]:
         check_store(experiment.store_of(fold))
@@ -90,4 +102,4 @@ def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
     if experiment.run_config is not None and not experiment.run_config.is_file():
         raise ConfigError(f"run config {experiment.run_config} does not exist")
     check_evaluation_splits(experiment)
-    return [ResolvedRun(run, resolve_run(experiment, run)) for run in experiment.runs()]
+    return [resolve_and_plan(experiment, run) for run in experiment.runs()]

@@ -30,6 +30,8 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from steelseg_hpc.core.errors import SteelsegError
+
 log = logging.getLogger(__name__)
 
 
@@ -170,3 +172,70 @@ def device_for(env: DistEnv):
     if torch.cuda.is_available():
         return torch.device("cuda", env.local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def several_ranks() -> bool:
+    """Whether this process is one rank of a process group of more than one."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a one-rank run)."""
+    import torch.distributed as dist
+
+    if several_ranks():
+        dist.barrier()
+
+
+def broadcast(value):
+    """Rank 0's ``value`` on every rank (any picklable object)."""
+    import torch.distributed as dist
+
+    if not several_ranks():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def on_main(env: DistEnv, action) -> None:
+    """Run ``action`` on rank 0 only; a user error it raises is raised on every rank.
+
+    Rank 0 alone writes the run directory; the other ranks must not wait at a barrier for a
+    rank that has given up, so the outcome is broadcast.
+    """
+    outcome = None
+    if env.is_main:
+        try:
+            action()
+        except SteelsegError as exc:
+            outcome = (type(exc), str(exc))
+    outcome = broadcast(outcome)
+    if outcome is not None:
+        raise outcome[0](outcome[1])
+
+
+def any_rank(flag: bool, device) -> bool:
+    """Whether ``flag`` is set on any rank (every rank must call it)."""
+    import torch
+    import torch.distributed as dist
+
+    if not several_ranks():
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def mean_across_ranks(values: list[float], device) -> list[float]:
+    """The mean of each value over the ranks (every rank must call it)."""
+    import torch
+    import torch.distributed as dist
+
+    if not several_ranks():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()

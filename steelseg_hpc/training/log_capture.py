@@ -16,9 +16,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
+from collections.abc import Iterator
 
 #: Loggers that belong to libraries, not to the user's run.
 THIRD_PARTY = ("DeepSpeed", "deepspeed", "torch", "py.warnings", "distributed", "submitit")
@@ -81,3 +83,24 @@ class ThirdPartyLogs:
         if self._captured_warnings:
             logging.captureWarnings(False)
         self._buffer.setTarget(None)
+
+
+@contextlib.contextmanager
+def run_log(attach, third_party: ThirdPartyLogs | None) -> Iterator[logging.Handler | None]:
+    """Send the package's records (and ``third_party``'s) to the handler ``attach()`` returns.
+
+    On exit the handler is removed and closed and the package logger's level restored
+    (``attach`` may lower it to INFO). ``attach`` None (ranks other than 0): nothing is written.
+    """
+    package_logger = logging.getLogger("steelseg_hpc")
+    previous_level = package_logger.level
+    handler = attach() if attach is not None else None
+    if handler is not None and third_party is not None:
+        third_party.write_to(handler)
+    try:
+        yield handler
+    finally:
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(previous_level)
+            handler.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ import torch.distributed as dist
 
 from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.training.data_loading import Loaders, batches_of
+from steelseg_hpc.training.distributed import any_rank, mean_across_ranks, several_ranks
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped, capture_rng, restore_rng
 from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm
 from steelseg_hpc.training.preemption import StopRequest
@@ -57,14 +59,6 @@ def summarise_metrics(values: dict[str, Any], prefix: str) -> dict[str, float]:
             for key, short in METRIC_NAMES.items()}
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
-
-
 def _boundary_poll(stop: StopRequest | None, over_budget: bool, device: torch.device) -> tuple[int, bool]:
     """Whether any rank received a stop signal (its number, else 0) or is over its time budget.
 
@@ -72,26 +66,19 @@ def _boundary_poll(stop: StopRequest | None, over_budget: bool, device: torch.de
     did not reach or whose clock is a little behind, and all react at the same step.
     """
     received = stop.poll() if stop is not None else 0
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not several_ranks():
         return received, over_budget
     tensor = torch.tensor([float(received), 1.0 if over_budget else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor[0].item()), bool(tensor[1].item() > 0)
 
 
-def mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return (tensor / dist.get_world_size()).tolist()
-
-
 def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch.device,
                     noise: GradientNoiseScale | None, progress: EpochProgress,
                     world_size: int, stop: StopRequest | None = None,
                     resume: EpochState | None = None, epochs: int | None = None,
-                    budget_s: float | None = None, exclude_first_step: bool = False) -> dict[str, Any]:
+                    budget_s: float | None = None, exclude_first_step: bool = False,
+                    on_step_end: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Train for one epoch; returns loss, train metrics, tiles/s and the step count.
 
     Args:
@@ -103,6 +90,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
             before each optimiser step after the first. None: no budget.
         exclude_first_step: Time the first optimiser step separately (``compile_seconds``) and
             leave it out of ``tiles_per_s``.
+        on_step_end: Called with the last micro-batch's loss after each optimiser step.
 
     Returns:
         ``train_loss``, ``train_pixel_accuracy``, ``train_dice``, ``train_miou``,
@@ -167,7 +155,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                 if small is not None:
                     small_norms.append(small)
             boundary = engine.is_gradient_accumulation_boundary()
-            if boundary and _any_rank(bad_loss, device):
+            if boundary and any_rank(bad_loss, device):
                 raise TrainingError(
                     f"non-finite training loss in epoch {epoch} (step {engine.global_steps + 1}); "
                     "the run stopped before applying it and the best checkpoint is untouched. "
@@ -190,6 +178,8 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
                         torch.cuda.synchronize(device)  # its queued kernels belong to the excluded step
                     first_step_end, first_step_micro = time.perf_counter(), micro_steps
                 progress.advance(loss_value, tiles=tiles_per_step)
+                if on_step_end is not None:
+                    on_step_end(loss_value)
     finally:
         if probe is not None:
             probe.remove()

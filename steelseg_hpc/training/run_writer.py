@@ -1,9 +1,8 @@
-"""The engine's side of the run directory: config check on resume, run.json, metrics, final, log.
+"""The engine's side of the run directory: run.json, metrics, final, log.
 
 The layout and the records are the contract in :mod:`steelseg_hpc.core.rundir`; this class adds
 what needs the run config. Only rank 0 writes here (DeepSpeed's per-rank checkpoint files aside).
-Rerunning in the same directory checks that the configuration still matches the saved one, so a
-resume cannot silently change the model or the optimisation.
+Whether a rerun in the same directory may resume is :func:`steelseg_hpc.training.resume.plan_resume`'s.
 
 Example:
     >>> run = RunWriter(Path("runs/unet"))  # doctest: +SKIP
@@ -19,9 +18,9 @@ from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.io import atomic_write_text
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
-from steelseg_hpc.training.config import RunConfig, config_differences, load_saved_config
-from steelseg_hpc.training.host_facts import git_commit, package_versions
 from steelseg_hpc.compute.run_lock import LOCK_NAME
+from steelseg_hpc.training.config import RunConfig, load_saved_config
+from steelseg_hpc.training.host_facts import git_commit, package_versions
 
 
 class RunWriter:
@@ -45,19 +44,6 @@ class RunWriter:
 
     def saved_config(self) -> RunConfig | None:
         return load_saved_config(self.files.config) if self.files.config.exists() else None
-
-    def check_config(self, config: RunConfig) -> bool:
-        """Whether this is a resume; raises if the saved config differs in a non-resumable key."""
-        saved = self.saved_config()
-        if saved is None:
-            return False
-        differences = config_differences(saved, config)
-        if differences:
-            raise ConfigError(
-                f"{self.path}: the run config differs from the saved config.toml "
-                f"({'; '.join(differences[:5])}); use a new --run-dir or the same settings to resume"
-            )
-        return True
 
     def initialise(self, config: RunConfig, start: dict) -> None:
         """Write config.toml and add this start (host, resolved precision, ...) to run.json."""

@@ -99,8 +99,8 @@ def test_kill_just_after_a_checkpoint_keeps_that_epochs_metrics_row(unet_run, ti
 OOM_IN_EPOCH_2 = """
 import sys
 import torch
-from steelseg_hpc.training import api
-original, calls = api.train_one_epoch, []
+from steelseg_hpc.training import trainer
+original, calls = trainer.train_one_epoch, []
 
 def out_of_memory_on_the_second_epoch(*args, **kwargs):
     calls.append(1)
@@ -108,7 +108,7 @@ def out_of_memory_on_the_second_epoch(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)")
     return original(*args, **kwargs)
 
-api.train_one_epoch = out_of_memory_on_the_second_epoch
+trainer.train_one_epoch = out_of_memory_on_the_second_epoch
 from steelseg_hpc.cli import main
 main(sys.argv[1:])
 """

@@ -1,0 +1,115 @@
+"""What a run directory will do with a run config: the one owner of the resume policy.
+
+:func:`plan_resume` reads a run directory (never writes it) and says whether training there with
+``config`` starts a new run, resumes an unfinished one, extends a finished one (a raised
+``epochs``, ``patience`` or ``time_budget_s``), returns at once (nothing left to do), or is
+refused (a changed config). The engine follows the plan; ``launch --dry-run`` shows it and
+``launch`` refuses a refused plan before anything is queued, so the three never disagree.
+
+Example:
+    >>> plan = plan_resume(Path("runs/unet"), load_run_config(None, ["epochs=10"]))  # doctest: +SKIP
+    >>> plan.kind, plan.describe()  # doctest: +SKIP
+    ('extend', 'extends 5 → 10 epochs')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steelseg_hpc.core import rundir
+from steelseg_hpc.core.errors import SteelsegError
+from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, RunFiles
+from steelseg_hpc.training.config import RunConfig, config_differences, extensions, load_saved_config
+
+__all__ = ["FRESH", "RESUME", "EXTEND", "FINISHED", "REFUSED", "ResumePlan", "plan_resume"]
+
+FRESH, RESUME, EXTEND, FINISHED, REFUSED = "fresh", "resume", "extend", "finished", "refused"
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What training in a run directory will do.
+
+    Attributes:
+        kind: ``fresh`` (no saved config), ``resume`` (continue an unfinished run), ``extend``
+            (train a finished run on, for the raised keys in :attr:`changes`), ``finished``
+            (return :attr:`final` at once) or ``refused`` (training would raise).
+        reason: One line: why a ``finished`` run ends at once, or why a ``refused`` one is refused.
+        changes: The raised keys, ``{key: (old, new)}`` (see :func:`~steelseg_hpc.training.config.extensions`).
+        final: The saved summary, when the run has one.
+        last_epoch: The last epoch in ``metrics.jsonl`` (0 when none).
+    """
+
+    kind: str
+    reason: str = ""
+    changes: dict = field(default_factory=dict)
+    final: FinalSummary | None = None
+    last_epoch: int = 0
+
+    def describe(self) -> str:
+        """A few words for the ``launch --dry-run`` table."""
+        if self.kind == FINISHED:
+            return f"finished: ends at once ({self.reason.split(': ', 1)[-1]})"
+        if self.kind == REFUSED:
+            return f"refused: {self.reason}"
+        if self.kind == EXTEND:
+            done = self.final.epochs_completed if self.final is not None else self.last_epoch
+            parts = [f"{done} → {new} epochs" if key == "epochs" else f"{key} {old} → {new}"
+                     for key, (old, new) in self.changes.items()]
+            return f"extends {', '.join(parts)}"
+        if self.kind == RESUME:
+            return f"resumes after epoch {self.last_epoch}" if self.last_epoch else "resumes (no epoch finished)"
+        return "new"
+
+
+def plan_resume(run_dir: Path, config: RunConfig) -> ResumePlan:
+    """What training ``config`` in ``run_dir`` will do; reads the run directory, changes nothing.
+
+    Args:
+        run_dir: The run directory (it need not exist).
+        config: The resolved run configuration to train.
+
+    Returns:
+        The plan. A ``refused`` plan's :attr:`~ResumePlan.reason` is the one-line error that
+        training would raise: ``run_dir`` is a file, or the config differs from the saved one in
+        a key a resume may not change.
+    """
+    files = RunFiles(Path(run_dir))
+    path = files.path
+    if path.exists() and not path.is_dir():
+        return ResumePlan(REFUSED, f"--run-dir {path} is a file; expected a folder (new or of an earlier run)")
+    if not files.config.exists():
+        return ResumePlan(FRESH)
+    try:
+        saved = load_saved_config(files.config)
+        rows, final = rundir.read_metrics(path), rundir.read_final(path)
+    except SteelsegError as exc:
+        return ResumePlan(REFUSED, str(exc))
+    differences = config_differences(saved, config)
+    if differences:
+        return ResumePlan(REFUSED, f"{path}: the run config differs from the saved config.toml "
+                                   f"({'; '.join(differences[:5])}); use a new --run-dir or the same settings "
+                                   "to resume")
+    changes = extensions(saved, config)
+    last_epoch = max((row.epoch for row in rows), default=0)
+    finished = _finished_reason(path, files, config, changes, final) if final is not None else None
+    if finished is not None:
+        return ResumePlan(FINISHED, finished, changes, final, last_epoch)
+    return ResumePlan(EXTEND if changes and final is not None else RESUME, "", changes, final, last_epoch)
+
+
+def _finished_reason(path: Path, files: RunFiles, config: RunConfig, changes: dict,
+                     final: FinalSummary) -> str | None:
+    """Why a run with a final summary has nothing left to do, or None (it trains on)."""
+    if final.stopped == STOPPED_ON_REQUEST and files.stop_request.exists():
+        return (f"{path}: ended at epoch {final.epochs_completed} on a stop request; delete "
+                f"{files.stop_request} to train it on")
+    if final.stopped == STOPPED_ON_BUDGET and "time_budget_s" not in changes:
+        return (f"{path}: stopped at epoch {final.epochs_completed} when its time budget of "
+                f"{config.time_budget_s:g} s of training was used; raise time_budget_s to continue it")
+    if final.stopped == "patience" and "patience" not in changes:
+        return (f"{path}: stopped early at epoch {final.epochs_completed} (no better val Dice for "
+                f"{config.patience} epochs); raise patience to continue it")
+    if config.epochs <= final.epochs_completed:
+        return f"{path}: run already finished; returning its summary"
+    return None

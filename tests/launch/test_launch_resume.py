@@ -1,0 +1,85 @@
+"""``launch``, ``launch --dry-run`` and the job agree on what an existing run dir will do."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from steelseg_hpc.cli import main
+from steelseg_hpc.core import rundir
+from steelseg_hpc.core.errors import ConfigError
+from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles
+from steelseg_hpc.launch import submit_experiment
+from steelseg_hpc.launch.submit import plan_experiment
+from steelseg_hpc.compute.profiles import ClusterProfile, load_profile
+
+from .conftest import REPO, SMOKE
+
+LOCAL = REPO / "launch" / "local.toml"
+
+
+def _earlier_run(tiny_store, tmp_path, epochs_done: int, stopped: str | None, **config_changes):
+    """Write the unet3plus-s0 run dir that the smoke experiment would train, as an earlier run left it."""
+    from steelseg_hpc.launch.config import load_experiment
+
+    experiment = load_experiment(SMOKE, [f"store={tiny_store}", f"runs_root={tmp_path}",
+                                         "architectures=['unet3plus']", "seeds=[0]"])
+    (job,) = plan_experiment(experiment, ClusterProfile(executor="local"))
+    files = RunFiles(job.run.run_dir)
+    files.path.mkdir(parents=True)
+    files.config.write_text(job.config.model_copy(update=config_changes).to_toml())
+    for epoch in range(1, epochs_done + 1):
+        rundir.append_metrics(files, MetricsRow(epoch=epoch, train_loss=0.5, val_dice=0.5))
+    if stopped is not None:
+        rundir.write_final(files, FinalSummary(run_dir=str(files.path), stopped=stopped,
+                                               epochs_completed=epochs_done, epochs_planned=job.config.epochs))
+    return experiment, job
+
+
+def _dry_run(tiny_store, tmp_path):
+    return CliRunner().invoke(main, [
+        "launch", str(SMOKE), "--profile", str(LOCAL), "--set", f"store={tiny_store}",
+        "--set", f"runs_root={tmp_path}", "--set", "architectures=['unet3plus']", "--set", "seeds=[0]",
+        "--dry-run"])
+
+
+def test_dry_run_refuses_a_finished_run_whose_config_changed(tiny_store, tmp_path):
+    _earlier_run(tiny_store, tmp_path, 2, "completed", grad_clip=0.123)
+    result = _dry_run(tiny_store, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "unet3plus-s0:" in result.output and "the run config differs" in result.output
+    assert "grad_clip: 0.123" in result.output and "finished" not in result.output
+
+
+def test_launch_refuses_before_queueing_a_job_whose_config_changed(tiny_store, tmp_path, index):
+    experiment, _ = _earlier_run(tiny_store, tmp_path, 1, None, grad_clip=0.123)
+    with pytest.raises(ConfigError, match="unet3plus-s0: .*the run config differs.*grad_clip: 0.123"):
+        submit_experiment(experiment, load_profile(LOCAL), index)
+    assert not index.path.exists()  # nothing was queued or recorded
+
+
+@pytest.mark.parametrize("stopped", ["patience", "time-budget"])
+def test_dry_run_shows_a_patience_or_budget_stopped_run_ends_at_once(tiny_store, tmp_path, stopped):
+    # The smoke experiment asks for 2 epochs; the run stopped after 1 and the stop still holds.
+    _earlier_run(tiny_store, tmp_path, 1, stopped)
+    result = _dry_run(tiny_store, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "finished: ends at once" in result.output and "extends" not in result.output
+
+
+def test_dry_run_shows_an_extension_and_a_resume(tiny_store, tmp_path):
+    _earlier_run(tiny_store, tmp_path, 1, "completed", epochs=1)
+    assert "extends 1 → 2 epochs" in _dry_run(tiny_store, tmp_path).output
+    next(tmp_path.glob("**/final.json")).unlink()  # the same run, cut off before it finished
+    assert "resumes after epoch 1" in _dry_run(tiny_store, tmp_path).output
+
+
+@pytest.mark.slow
+def test_launch_wait_exits_non_zero_when_a_job_failed(tiny_store, tmp_path, index):
+    # Two trained epochs and no checkpoint: the job refuses to start a second history and fails.
+    _earlier_run(tiny_store, tmp_path, 2, None)
+    result = CliRunner().invoke(main, [
+        "launch", str(SMOKE), "--profile", str(LOCAL), "--set", f"store={tiny_store}",
+        "--set", f"runs_root={tmp_path}", "--set", "architectures=['unet3plus']", "--set", "seeds=[0]",
+        "--wait"], env={"STEELSEG_INDEX": str(index.path)})
+    assert result.exit_code == 1, result.output
+    assert "1 of 1 job(s) did not complete" in result.output and "FAILED" in result.output

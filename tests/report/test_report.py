@@ -174,6 +174,7 @@ def test_nothing_to_report_is_one_line(tmp_path, index_file):
     assert "'no-such-experiment' is neither a run directory nor an experiment or sweep" in result.output
 
 
+@pytest.mark.browser
 def test_headless_chromium_renders_the_page_without_console_errors(tmp_path, index_file):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -78,3 +78,22 @@ def no_worker_environment(monkeypatch):
         monkeypatch.setenv(name, "")  # recorded, so the original value comes back afterwards
         monkeypatch.delenv(name)
 
+
+
+def pytest_collection_finish(session):
+    """With ``STEELSEG_TEST_NEEDS=FILE``, write which of SLURM and Chromium the selected tests need.
+
+    ``scripts/test`` collects first with the user's arguments and brings up the local SLURM or
+    installs Chromium only when a selected test is marked ``slurm`` (or uses the cluster fixture)
+    or ``browser``.
+    """
+    out = os.environ.get("STEELSEG_TEST_NEEDS")
+    if not out:
+        return
+    needs = set()
+    for item in session.items:
+        if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
+            needs.add("slurm")
+        if item.get_closest_marker("browser"):
+            needs.add("browser")
+    Path(out).write_text("".join(f"{need}\n" for need in sorted(needs)))

@@ -1,4 +1,4 @@
-"""The run-directory contract: readers tolerate runs in progress, records round-trip."""
+"""The run-directory contract every stage reads: torn lines, schema versions, unknown fields, every reader."""
 from __future__ import annotations
 
 import json
@@ -70,3 +70,86 @@ def test_strict_readers_tell_damage_from_a_run_in_progress(tmp_path):
     files.eval_metrics("test").write_text('{"overall": 0.5}')
     with pytest.raises(rundir.DamagedRunFile, match="'overall'"):
         rundir.read_evaluation(tmp_path, "test", strict=True)
+
+
+def test_only_an_unterminated_last_line_counts_as_torn(tmp_path):
+    files = RunFiles(tmp_path)
+    rows = [json.dumps({"epoch": epoch, "val_dice": epoch / 10}) for epoch in (1, 2)]
+    files.metrics.write_text(rows[0] + "\n\n" + rows[1])  # a blank line; the last row whole but unterminated
+    assert [row.epoch for row in rundir.read_metrics(tmp_path, strict=True)] == [1, 2]
+    files.metrics.write_text(rows[0] + '\n{"epoch": 2, "val\n')  # terminated, so written whole: damage
+    assert [row.epoch for row in rundir.read_metrics(tmp_path)] == [1]
+    with pytest.raises(rundir.DamagedRunFile, match="line 2 is not a metrics row"):
+        rundir.read_metrics(tmp_path, strict=True)
+
+
+def test_schema_version_is_written_and_a_newer_one_is_read_as_written(tmp_path):
+    files = RunFiles(tmp_path)
+    rundir.write_run_info(files, RunInfo(created="now"))
+    assert json.loads(files.run_info.read_text())["schema_version"] == rundir.SCHEMA_VERSION
+    newer = rundir.SCHEMA_VERSION + 1
+    files.run_info.write_text(json.dumps({"schema_version": newer, "created": "later", "hosts_seen": 3}))
+    info = rundir.read_run_info(tmp_path, strict=True)
+    assert info.schema_version == newer and info.extra == {"hosts_seen": 3}
+    files.run_info.write_text(json.dumps({"schema_version": "1"}))
+    with pytest.raises(rundir.DamagedRunFile, match="schema_version: expected int"):
+        rundir.read_run_info(tmp_path, strict=True)
+
+
+@pytest.mark.parametrize("record, write, read, filename", [
+    (RunInfo(created="now"), rundir.write_run_info, rundir.read_run_info, "run.json"),
+    (FinalSummary(stopped="completed", epochs_completed=2), rundir.write_final, rundir.read_final, "final.json"),
+], ids=["run_info", "final"])
+def test_unknown_fields_are_kept_in_extra_and_written_back(tmp_path, record, write, read, filename):
+    files = RunFiles(tmp_path)
+    write(files, record)
+    data = json.loads((tmp_path / filename).read_text())
+    (tmp_path / filename).write_text(json.dumps({**data, "from_the_future": {"a": 1}}))
+    read_back = read(tmp_path, strict=True)
+    assert read_back.extra == {"from_the_future": {"a": 1}}
+    write(files, read_back)  # a reader that rewrites the file loses nothing a newer writer put there
+    assert json.loads((tmp_path / filename).read_text()) == {**data, "from_the_future": {"a": 1}}
+
+
+def test_an_evaluation_is_read_from_its_split_and_tta_folder(tmp_path):
+    files = RunFiles(tmp_path)
+    assert rundir.read_evaluation(tmp_path, "test") is None
+    files.eval_metrics("test", tta=True).parent.mkdir(parents=True)
+    files.eval_metrics("test", tta=True).write_text(json.dumps({"overall": {"dice": 0.5}, "images": []}))
+    assert rundir.read_evaluation(tmp_path, "test") is None  # plain and TTA evaluations are apart
+    assert rundir.read_evaluation(tmp_path, "test", tta=True, strict=True)["overall"] == {"dice": 0.5}
+
+
+def _write_empty(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+
+
+READERS = {
+    "metrics": (lambda run, strict: rundir.read_metrics(run, strict=strict), lambda files: files.metrics, []),
+    "final": (lambda run, strict: rundir.read_final(run, strict=strict), lambda files: files.final, None),
+    "run_info": (lambda run, strict: rundir.read_run_info(run, strict=strict), lambda files: files.run_info, None),
+    "evaluation": (lambda run, strict: rundir.read_evaluation(run, "val", strict=strict),
+                   lambda files: files.eval_metrics("val"), None),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_reader_missing_empty_and_unreadable(tmp_path, reader):
+    """Missing is a run not that far yet, for every reader; empty or a folder is damage only to strict ones."""
+    read, path_of, nothing = READERS[reader]
+    path = path_of(RunFiles(tmp_path))
+    assert read(tmp_path, False) == nothing and read(tmp_path, True) == nothing  # missing
+    assert read(tmp_path / "no-such-run", True) == nothing
+    _write_empty(path)
+    assert read(tmp_path, False) == nothing
+    if reader == "metrics":  # no line yet: no finished epoch, which is no damage
+        assert read(tmp_path, True) == []
+    else:  # final.json, run.json and an evaluation are written whole, atomically: empty is damage
+        with pytest.raises(rundir.DamagedRunFile, match=f"{path.name}: damaged, not JSON"):
+            read(tmp_path, True)
+    path.unlink()
+    path.mkdir()
+    assert read(tmp_path, False) == nothing
+    with pytest.raises(rundir.DamagedRunFile, match=f"{path.name}: damaged, cannot be read as text"):
+        read(tmp_path, True)

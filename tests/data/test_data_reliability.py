@@ -169,6 +169,7 @@ def test_an_unknown_dask_cluster_word_is_one_line(synthetic_raw, tmp_path):
     assert code == 2 and "--dask-cluster 'lcoal': expected local, slurm or a scheduler address" in output
 
 
+@pytest.mark.slow
 def test_colour_images_are_converted_with_a_warning(synthetic_raw, tmp_path):
     spec = copy_raw(synthetic_raw, tmp_path / "raw")
     image = sorted((spec.parent / "images" / "E2").glob("*.png"))[0]
@@ -186,6 +187,7 @@ def read_only_disk(tmp_path):
         yield mount
 
 
+@pytest.mark.slow
 def test_prep_onto_a_read_only_disk_is_one_line(synthetic_raw, read_only_disk):
     result = subprocess.run([sys.executable, "-m", "steelseg_hpc", "prep", str(synthetic_raw), "--out",
                              str(read_only_disk / "s.zarr"), "--workers", "0"], capture_output=True, text=True)

@@ -158,6 +158,7 @@ def test_shards_span_images_and_hold_every_tile(synthetic_raw, tmp_path):
     assert len(shard_files) == len(sources_per_shard)  # one file per shard, not per tile
 
 
+@pytest.mark.slow
 def test_dask_workers_write_the_same_store_as_one_process(synthetic_raw, tmp_path):
     one_process, dask = tmp_path / "one.zarr", tmp_path / "dask.zarr"
     prepare(load_spec(synthetic_raw), one_process, workers=0, shard_tiles=SHARD)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 
 SMALLEST = ["--size", "128x112", "--tile-size", "64", "--width", "2", "--epochs", "1", "--max-train-tiles", "16",
             "--sweep-ranks", "0,4", "--workers", "0"]
@@ -24,6 +23,7 @@ def demo(args: list[str], folder: Path, index: Path) -> subprocess.CompletedProc
     return done
 
 
+@pytest.mark.slow
 def test_the_whole_journey_runs_and_resumes(tmp_path):
     index = tmp_path / "index.sqlite"
     first = demo(SMALLEST, tmp_path / "demo", index)
@@ -48,6 +48,7 @@ def test_the_whole_journey_runs_and_resumes(tmp_path):
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow
 def test_quick_demo_trains_one_model(tmp_path):
     done = demo(["--quick", "--size", "128x112", "--tile-size", "64", "--epochs", "1", "--workers", "0"],
                 tmp_path / "quick", tmp_path / "index.sqlite")

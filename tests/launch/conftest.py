@@ -6,6 +6,7 @@ an installed cluster that does not answer is a failure, not a skip.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -39,6 +40,68 @@ def slurm_cluster() -> str:
     if profile.partition not in done.stdout.split():
         pytest.fail(f"partition {profile.partition!r} missing from sinfo: {done.stdout.strip()}")
     return profile.partition
+
+
+# A sitecustomize for the jobs a test submits, which inherit this process's environment (PYTHONPATH
+# included): the Nth training forward of a job writes a marker file and waits (up to 60 s) until the
+# job has received its stop signal, so the test can aim a signal at a known micro-batch instead of at
+# a time that depends on the machine's load. Only the first attempt pauses: a requeued job finds the
+# marker already there.
+PAUSE_HOOK = """
+import os
+if os.environ.get("STEELSEG_TEST_PAUSE_MARKER"):
+    import signal, time
+    from pathlib import Path
+    from steelseg_hpc.training import engine
+
+    marker = Path(os.environ["STEELSEG_TEST_PAUSE_MARKER"])
+    forward = int(os.environ["STEELSEG_TEST_PAUSE_FORWARD"])
+    calls = {"n": 0}
+    original = engine.TrainStep.fp32_loss
+
+    def pausing(self, logits, masks):
+        calls["n"] += self.training
+        if self.training and calls["n"] == forward and not marker.exists():
+            marker.write_text("waiting for a stop signal")
+            stop = signal.getsignal(signal.SIGTERM).__self__  # the job's StopRequest
+            deadline = time.time() + 60
+            while not stop.requested and time.time() < deadline:
+                time.sleep(0.01)
+        return original(self, logits, masks)
+
+    engine.TrainStep.fp32_loss = pausing
+"""
+
+
+@pytest.fixture()
+def pause_jobs_at_forward(tmp_path, monkeypatch):
+    """``pause(n)``: jobs submitted from now on pause at their nth training forward; returns the marker."""
+    hook = tmp_path / "pause-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+
+    def pause(forward: int) -> Path:
+        marker = tmp_path / f"paused-at-forward-{forward}"
+        monkeypatch.setenv("STEELSEG_TEST_PAUSE_MARKER", str(marker))
+        monkeypatch.setenv("STEELSEG_TEST_PAUSE_FORWARD", str(forward))
+        return marker
+
+    return pause
+
+
+def wait_for_marker(marker: Path, row, index: ExperimentIndex, timeout: float = 240) -> None:
+    """Poll until the job ``row`` writes ``marker`` (it fails the test if the job ends first)."""
+    from steelseg_hpc.compute.slurm import TERMINAL_STATES
+    from steelseg_hpc.launch import job_logs
+    from steelseg_hpc.launch.status import collect_status
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        (status,) = [s for s in collect_status(row.experiment, index) if s.job_id == row.job_id]
+        assert status.state not in TERMINAL_STATES, (status.state, status.reason, status.stderr_tail)
+        assert time.monotonic() < deadline, job_logs(row.job_id, index, lines=30)["stderr"]
+        time.sleep(0.5)
 
 
 @pytest.fixture()

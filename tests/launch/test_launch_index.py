@@ -6,7 +6,6 @@ import pytest
 
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
-from steelseg_hpc.compute.slurm import parse_gpu_count
 from steelseg_hpc.launch.status import tail
 
 
@@ -45,12 +44,6 @@ def test_tail_of_a_log(tmp_path):
     log.write_text("\n".join(f"line {i}" for i in range(100)) + "\n\n")
     assert tail(log, 3) == ["line 97", "line 98", "line 99"]
     assert tail(tmp_path / "missing") == []
-
-
-@pytest.mark.parametrize("gres, gpus", [("gpu:2", 2), ("gpu:h100:8(S:0-1)", 8), ("(null)", 0),
-                                        ("gpu:a100:2,gpu:v100:1", 3), ("mps:100", 0)])
-def test_gpu_count_from_gres(gres, gpus):
-    assert parse_gpu_count(gres) == gpus
 
 
 def test_failure_reason_is_an_error_line_never_a_library_notice(tmp_path):

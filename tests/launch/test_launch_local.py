@@ -1,11 +1,12 @@
 """The same launch, status, logs and cancel on the local executor (processes here, no SLURM)."""
 from __future__ import annotations
 
-import re
+import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,7 @@ from steelseg_hpc.core.rundir import read_metrics
 from steelseg_hpc.launch import JobRow, cancel, collect_status, job_logs, submit_experiment
 from steelseg_hpc.launch.local_jobs import is_alive, task_processes
 
-from .conftest import REPO, tiny_experiment, wait_for_jobs
+from .conftest import REPO, tiny_experiment, wait_for_jobs, wait_for_marker
 
 LOCAL = REPO / "launch" / "local.toml"
 
@@ -38,8 +39,22 @@ def _wait_for_training(row, run_dir, timeout=180):
         time.sleep(0.1)
 
 
+def _processes_started_with(token: str) -> list[psutil.Process]:
+    """Live processes whose start environment holds ``token``: every process of a job inherits it."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if (process.status() != psutil.STATUS_ZOMBIE
+                    and process.environ().get("STEELSEG_TEST_JOB_TOKEN") == token):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 @pytest.mark.slow
-def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index):
+def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index, monkeypatch):
+    monkeypatch.setenv("STEELSEG_TEST_JOB_TOKEN", str(tmp_path))
     exp = tiny_experiment("stopme", tiny_store, tmp_path, extra=("epochs=500",))
     (row,) = submit_experiment(exp, load_profile(LOCAL), index)
     run_dir = tmp_path / "stopme" / "unet3plus-s0"
@@ -53,26 +68,26 @@ def test_cancel_stops_the_training_of_a_local_job(tiny_store, tmp_path, index):
     (status,) = wait_for_jobs("stopme", index, timeout=60)
     assert status.state == "CANCELLED", (status.state, status.reason)
     assert not is_alive(row.job_id) and not any(task.is_running() for task in tasks)
-    epochs = len(read_metrics(run_dir))
-    time.sleep(3)
-    assert len(read_metrics(run_dir)) == epochs  # nothing trains on in the background
+    # nothing trains on in the background: no process of the job is left, child or grandchild
+    assert not _processes_started_with(str(tmp_path))
     assert "stopped on SIGTERM" in job_logs(row.job_id, index)["stderr"]
     again = CliRunner().invoke(main, ["cancel", "stopme"], catch_exceptions=False)
     assert "nothing to do: 1 job(s) had already ended (CANCELLED 1)" in again.output
 
 
 @pytest.mark.slow
-def test_usr2_checkpoints_and_requeues_a_local_job(tiny_store, tmp_path, index):
+def test_usr2_checkpoints_and_requeues_a_local_job(tiny_store, tmp_path, index, pause_jobs_at_forward):
+    # 12 micro-batches (6 steps of 2) per epoch: forward 16 ends the 2nd step of epoch 2
+    paused = pause_jobs_at_forward(16)
     exp = tiny_experiment("preemptme", tiny_store, tmp_path, extra=("epochs=3",))
     (row,) = submit_experiment(exp, load_profile(LOCAL), index)
     run_dir = tmp_path / "preemptme" / "unet3plus-s0"
-    _wait_for_training(row, run_dir)
-    time.sleep(0.3 * read_metrics(run_dir)[0].train_seconds)  # a third into epoch 2
+    wait_for_marker(paused, row, index)
     cancel("preemptme", index, signal_name="USR2")
     (status,) = wait_for_jobs("preemptme", index, timeout=300)
     assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
     log = (run_dir / "train.log").read_text()
-    assert re.search(r"resumed from checkpoint epoch0002-mb\d+ \(epoch 2, after micro-batch \d+", log), log
+    assert "resumed from checkpoint epoch0002-mb000004 (epoch 2, after micro-batch 4 of it)" in log, log
     assert [r.epoch for r in read_metrics(run_dir)] == [1, 2, 3]
 
 
@@ -98,10 +113,33 @@ def test_a_damaged_index_is_one_line(index):
         assert "cannot be read" in result.output and "Traceback" not in result.output
 
 
+# A process that notes every stop signal it gets and, on SIGUSR1, writes them down and exits. Any
+# signal sent before that SIGUSR1 has reached it by the time its handler runs, so the note proves
+# that none came, without waiting for one.
+STRANGER = """
+import signal, sys, time
+from pathlib import Path
+
+received = []
+for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT, signal.SIGUSR1):
+    signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
+Path(sys.argv[1]).write_text("ready")
+deadline = time.time() + 120
+while "SIGUSR1" not in received and time.time() < deadline:
+    time.sleep(0.01)
+Path(sys.argv[2]).write_text(" ".join(received))
+"""
+
+
 def test_an_ended_local_job_whose_pid_was_reused_is_never_signalled(index, tmp_path):
     """A local job id is a pid; once the job is gone the kernel gives the number to others."""
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ready, received = tmp_path / "ready", tmp_path / "received"
+    stranger = subprocess.Popen([sys.executable, "-c", STRANGER, str(ready), str(received)])
     try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # its handlers are in place
+            assert stranger.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         index.record_experiment("old", tmp_path, None, None, "local")
         # the job was submitted an hour ago and ended without a result; its pid is now `stranger`'s
         index.record_job(JobRow(job_id=str(stranger.pid), experiment="old", arch="unet3plus", seed=0,
@@ -113,8 +151,9 @@ def test_an_ended_local_job_whose_pid_was_reused_is_never_signalled(index, tmp_p
         for args in (["cancel", "old"], ["cancel", "old", "--signal", "TERM"]):
             result = CliRunner().invoke(main, args, catch_exceptions=False)
             assert result.exit_code == 0 and "nothing to do: 1 job(s) had already ended (FAILED 1)" in result.output
-        time.sleep(0.3)
-        assert stranger.poll() is None  # still running: nobody signalled it
+        stranger.send_signal(signal.SIGUSR1)
+        assert stranger.wait(timeout=60) == 0
+        assert received.read_text() == "SIGUSR1"  # nobody else signalled it
         (after,) = collect_status("old", index)
         assert after.state == "FAILED"  # an ended job's record is not rewritten as CANCELLED
     finally:

@@ -27,6 +27,7 @@ from .conftest import (
     sacct_states,
     tiny_experiment,
     wait_for_jobs,
+    wait_for_marker,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -104,18 +105,15 @@ def test_without_accounting_ended_jobs_are_judged_by_their_results_and_run_dirs(
 
 
 def test_usr2_mid_epoch_requeues_and_resumes_that_epoch_to_the_same_result(
-        smoke_array, tiny_store, tmp_path, index):
+        smoke_array, tiny_store, tmp_path, index, pause_jobs_at_forward):
+    # Epoch 2 has 6 optimiser steps of 2 micro-batches: the signal lands at the end of its 2nd step
+    # (forward 16), past its first step and well before its end, so the stop has to save a
+    # mid-epoch checkpoint.
+    paused = pause_jobs_at_forward(16)
     exp = tiny_experiment("requeue", tiny_store, tmp_path)
     (row,) = submit_experiment(exp, cluster_profile(), index)
     run_dir = tmp_path / "requeue" / "unet3plus-s0"
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 180
-    while not (metrics.exists() and metrics.read_text().strip()):  # epoch 1 is checkpointed
-        assert time.monotonic() < deadline, job_logs(row.job_id, index, lines=20)["stderr"]
-        time.sleep(0.05)
-    # Epoch 2 has 6 optimiser steps: signal about a third of an epoch in, past its first step and
-    # well before its end, so the stop has to save a mid-epoch checkpoint.
-    time.sleep(0.3 * json.loads(metrics.read_text().splitlines()[0])["train_seconds"])
+    wait_for_marker(paused, row, index)
     cancel("requeue", index, signal_name="USR2")  # what SLURM sends on preemption / time limit
     (status,) = wait_for_jobs("requeue", index, timeout=240)
     assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
@@ -126,7 +124,7 @@ def test_usr2_mid_epoch_requeues_and_resumes_that_epoch_to_the_same_result(
     resumed_at = re.search(r"resumed from checkpoint epoch0002-mb(\d+) \(epoch 2, after micro-batch (\d+)",
                            (run_dir / "train.log").read_text())
     assert resumed_at, (run_dir / "train.log").read_text()
-    assert 0 < int(resumed_at.group(2)) < 12 and int(resumed_at.group(1)) == int(resumed_at.group(2))
+    assert (int(resumed_at.group(1)), int(resumed_at.group(2))) == (4, 4)
     epochs = [record.epoch for record in read_metrics(status.run_dir)]
     assert epochs == [1, 2]
     uninterrupted = next(r for r in smoke_array["rows"] if r["arch"] == "unet3plus")

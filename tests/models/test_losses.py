@@ -92,6 +92,7 @@ def test_invalid_configuration():
         SegmentationLoss(1)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = build_model("unet3plus", base_channels=4)

@@ -91,6 +91,7 @@ def _rank_worker(rank: int, world: int, port: int, preds, target, queue) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_result_equals_single_process():
     torch.manual_seed(0)
     preds, target = torch.randint(0, 3, (6, 8, 8)), torch.randint(0, 3, (6, 8, 8))

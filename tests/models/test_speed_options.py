@@ -80,6 +80,7 @@ def test_the_default_limit_is_int_max():
     assert blocks.MAX_RESIZE_ELEMENTS == 2**31 - 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet3plus", "elunet"])
 def test_a_model_with_a_tiny_resize_limit_computes_exactly_the_same(monkeypatch, name):
     torch.manual_seed(0)
@@ -101,6 +102,7 @@ def test_a_model_with_a_tiny_resize_limit_computes_exactly_the_same(monkeypatch,
         torch.testing.assert_close(sliced_grads[key], grads[key], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DENSE)
 def test_activation_checkpointing_gives_the_same_loss_gradients_and_running_stats(name):
     plain, checkpointed = _twin(name, activation_checkpointing=True)
@@ -116,6 +118,7 @@ def test_activation_checkpointing_gives_the_same_loss_gradients_and_running_stat
         assert torch.equal(value, other), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet3plus", "elunet"])
 def test_activation_checkpointing_lowers_peak_training_memory(name):
     plain, checkpointed = _twin(name, activation_checkpointing=True)
@@ -137,6 +140,7 @@ def test_activation_checkpointing_must_be_a_boolean():
         build_model("unet3plus", base_channels=WIDTH, activation_checkpointing="yes")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["unet3plus", "elunet-enhanced-glu"])
 def test_channels_last_activations_equal_the_default_and_are_channels_last(name):
     plain, other = _twin(name)

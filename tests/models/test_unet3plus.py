@@ -1,6 +1,7 @@
 """UNet 3+ specifics: the paper's parameter count, the Enhanced blocks, the options."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 from kornia.filters import MaxBlurPool2D
@@ -26,6 +27,7 @@ def test_vanilla_has_none_of_the_enhancements():
     assert not any(isinstance(m, (MaxBlurPool2D, nn.GLU)) for m in model.modules())
 
 
+@pytest.mark.slow
 def test_enhanced_has_7x7_dilation_and_blur_pooling():
     for name in ("unet3plus-enhanced", "unet3plus-enhanced-glu"):
         model = build_model(name, base_channels=4)
@@ -51,6 +53,7 @@ def test_every_decoder_stage_gathers_five_scales():
     assert all(stage.fuse[0].in_channels == 20 for stage in model.decoder)
 
 
+@pytest.mark.slow
 def test_conv_then_resample_keeps_shape_and_cuts_flops():
     paper = build_model("unet3plus", base_channels=4).eval()
     cheap = build_model("unet3plus", base_channels=4, skip_order="conv-then-resample").eval()
@@ -61,6 +64,7 @@ def test_conv_then_resample_keeps_shape_and_cuts_flops():
     assert forward_gflops(cheap, 64) < 0.7 * forward_gflops(paper, 64)
 
 
+@pytest.mark.slow
 def test_classification_guided_module_gates_and_learns():
     model = build_model("unet3plus", base_channels=4, classification_guided=True).train()
     out = model(torch.randn(2, 1, 32, 32))

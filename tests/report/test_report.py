@@ -75,6 +75,7 @@ def two_by_two(folder: Path, enhanced: tuple[float, float], vanilla: tuple[float
     return [str(run) for run in runs]
 
 
+@pytest.mark.slow
 def test_the_report_has_every_section_for_two_architectures_and_two_seeds(tmp_path, index_file):
     targets = two_by_two(tmp_path / "runs", enhanced=(0.80, 0.82), vanilla=(0.70, 0.71))
     result = build_report(targets, tmp_path / "report", index=index_file)
@@ -99,6 +100,7 @@ def test_the_report_has_every_section_for_two_architectures_and_two_seeds(tmp_pa
     assert [row["arch"] for row in summary["rows"]] == ["unet3plus", "unet3plus-enhanced"]
 
 
+@pytest.mark.slow
 def test_answers_follow_the_numbers(tmp_path, index_file):
     clear = build_report(two_by_two(tmp_path / "a", enhanced=(0.80, 0.82), vanilla=(0.70, 0.71)), tmp_path / "ra",
                          index=index_file)["answers"]
@@ -110,6 +112,7 @@ def test_answers_follow_the_numbers(tmp_path, index_file):
 
 
 
+@pytest.mark.slow
 def test_the_glu_cost_follows_the_runs_throughput(tmp_path, index_file):
     def glu_vs_enhanced(folder: Path, glu: tuple[float, float], enhanced: tuple[float, float], started=None):
         runs = [fabricate_run(folder, "unet3plus-enhanced-glu", s, 0.8, tiles_per_s=t, started=started)
@@ -171,6 +174,7 @@ def test_nothing_to_report_is_one_line(tmp_path, index_file):
     assert "'no-such-experiment' is neither a run directory nor an experiment or sweep" in result.output
 
 
+@pytest.mark.browser
 def test_headless_chromium_renders_the_page_without_console_errors(tmp_path, index_file):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

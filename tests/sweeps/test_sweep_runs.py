@@ -33,8 +33,6 @@ LOCAL_CLUSTER = REPO / "launch" / "local-cluster.toml"
 TINY = ['"epochs=2"', '"data.num_workers=0"', '"data.max_train_tiles=8"', '"micro_batch=2"',
         '"grad_accumulation=2"', '"progress=false"', '"precision=\\"fp32\\""', '"data.pin_memory=false"']
 
-pytestmark = pytest.mark.slow
-
 
 def write_sweep(folder: Path, name: str, store: Path, arch: str, space: str, extra: str = "",
                 overrides: tuple[str, ...] = (), profile: Path = LOCAL) -> Path:
@@ -71,6 +69,7 @@ def rank_sweep(tiny_store, tmp_path_factory):
             "output": first.output}
 
 
+@pytest.mark.slow
 def test_a_lora_rank_sweep_completes_with_its_user_attributes(rank_sweep):
     study = study_of("rank", rank_sweep["storage"])
     trials = study.get_trials()
@@ -88,12 +87,14 @@ def test_a_lora_rank_sweep_completes_with_its_user_attributes(rank_sweep):
     assert "done sweep rank: 4 complete" in rank_sweep["output"]
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_continues_its_study_without_duplicates(rank_sweep):
     sweep(rank_sweep["path"], index=rank_sweep["index"])
     assert len(study_of("rank", rank_sweep["storage"]).get_trials()) == 4
     assert len(ExperimentIndex(rank_sweep["index"]).jobs("rank", latest_only=False)) == 4
 
 
+@pytest.mark.slow
 def test_status_lists_the_sweep_and_report_writes_plots(rank_sweep, tmp_path):
     env = {"STEELSEG_INDEX": str(rank_sweep["index"])}
     status = CliRunner().invoke(main, ["status", "--json"], env=env)
@@ -114,6 +115,7 @@ def test_status_lists_the_sweep_and_report_writes_plots(rank_sweep, tmp_path):
             assert image.size[0] > 200
 
 
+@pytest.mark.slow
 def test_the_dashboard_serves_the_study_on_loopback(rank_sweep):
     from steelseg_hpc.training.distributed import free_port
 
@@ -141,6 +143,7 @@ BAD_LR = ("[pruner]\nkind = \"median\"\nstartup_trials = 1\nwarmup_epochs = 2\n"
           "[space.lr]\nkey = \"optimizer.lr\"\nvalues = [0.01, 1e-9]\n")
 
 
+@pytest.mark.slow
 def test_a_bad_trial_is_pruned_its_job_stops_early_and_is_not_requeued(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     path = write_sweep(tmp_path, "prune", tiny_store, "unet3plus", BAD_LR, extra="",
@@ -156,6 +159,7 @@ def test_a_bad_trial_is_pruned_its_job_stops_early_and_is_not_requeued(tiny_stor
     assert stdout.count("unet3plus seed 0 ->") == 1  # one start: not requeued
 
 
+@pytest.mark.slow
 def test_a_batch_lr_sweep_draws_learning_rates_per_batch_size(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = ("[sampler]\nkind = \"random\"\n[pruner]\nkind = \"none\"\n"
@@ -178,6 +182,7 @@ def test_a_batch_lr_sweep_draws_learning_rates_per_batch_size(tiny_store, tmp_pa
     assert any("Normalisation used: group" in answer for answer in summary["answers"])
 
 
+@pytest.mark.slow
 def test_killing_the_driver_and_rerunning_reattaches_to_its_jobs(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     path = write_sweep(tmp_path, "reattach", tiny_store, "sam-lora", RANKS, overrides=(*SAM, '"epochs=3"'))
@@ -199,6 +204,7 @@ def test_killing_the_driver_and_rerunning_reattaches_to_its_jobs(tiny_store, tmp
     assert len(jobs) == 4 and len({job.run_dir for job in jobs}) == 4  # no job twice, no orphan
 
 
+@pytest.mark.slow
 def test_a_journal_deleted_under_the_driver_stops_it_in_one_line_and_a_rerun_reattaches(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     path = write_sweep(tmp_path, "deleted", tiny_store, "sam-lora", RANKS, overrides=(*SAM, '"epochs=3"'))
@@ -245,6 +251,7 @@ class KilledBeforeItsJobId:
             self._trial.set_user_attr(key, value)
 
 
+@pytest.mark.slow
 def test_every_point_a_killed_driver_can_stop_at_is_picked_up_without_a_second_job(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [0, 4, 8, 16]\n"
@@ -294,6 +301,7 @@ def test_bad_sweep_input_is_one_line_and_queues_nothing(tiny_store, tmp_path):
     assert not index.exists() or not ExperimentIndex(index).jobs()
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_on_slurm_trials_run_side_by_side_and_a_killed_job_is_retried(slurm_cluster, tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
@@ -334,6 +342,7 @@ def _span(job_id: str) -> tuple[str, str]:
     return start, end
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_a_sweep_on_the_local_mariadb(slurm_cluster, tiny_store, tmp_path):
     url_file = Path(os.environ.get("STEELSEG_SLURM_HOME", "/var/tmp/steelseg-slurm")) / "optuna-storage-url"
@@ -350,6 +359,7 @@ def test_a_sweep_on_the_local_mariadb(slurm_cluster, tiny_store, tmp_path):
     optuna.delete_study(study_name=name, storage=url)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_trials_and_detach_runs_the_driver_as_a_job(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
@@ -369,6 +379,7 @@ def test_dry_run_prints_the_trials_and_detach_runs_the_driver_as_a_job(tiny_stor
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_points_failed_exits_1_and_retry_failed_runs_them_again(tiny_store, tmp_path):
     import torch
 
@@ -409,6 +420,7 @@ def other_store(tmp_path_factory) -> Path:
     return folder / "other.zarr"
 
 
+@pytest.mark.slow
 def test_a_sweep_records_its_store_and_refuses_another(tiny_store, other_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
@@ -432,6 +444,7 @@ def test_a_sweep_records_its_store_and_refuses_another(tiny_store, other_store, 
     assert len(study_of("onestore", storage).get_trials()) == 1
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4, 8]\n"
@@ -462,6 +475,7 @@ def test_a_grid_sweep_never_runs_a_point_twice_and_the_report_pools_a_seed_once(
     assert "note: trial 1 repeats" in table.output
 
 
+@pytest.mark.slow
 def test_a_second_driver_is_refused_while_a_detached_one_runs(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"
@@ -484,6 +498,7 @@ def test_a_second_driver_is_refused_while_a_detached_one_runs(tiny_store, tmp_pa
     assert jobs == [job_id]  # one driver job (the local executor keeps a folder per job)
 
 
+@pytest.mark.slow
 def test_a_lost_journal_does_not_start_a_new_study_over_the_old_trials_without_new_study(tiny_store, tmp_path):
     index = tmp_path / "index.sqlite"
     space = "[pruner]\nkind = \"none\"\n[space.rank]\nkey = \"model.rank\"\nvalues = [4]\n"

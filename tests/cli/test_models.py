@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
@@ -10,6 +11,7 @@ from steelseg_hpc.cli import main
 TINY = ["--tile", "32", "--batch", "1", "--base-channels", "4"]
 
 
+@pytest.mark.slow
 def test_json_lists_params_gflops_and_memory():
     result = CliRunner().invoke(main, ["models", "--json", *TINY, "--arch", "unet3plus",
                                        "--arch", "elunet-enhanced-glu"])

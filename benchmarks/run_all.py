@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 #: name -> extra arguments (each script's defaults are sized for a 2-core CPU).
 BENCHMARKS = {
     "prep": [], "store_codecs": [], "models": [], "sam_lora": [], "train": [], "precision": [],
-    "checkpoints": [], "sweep": [], "gpu": [],
+    "checkpoints": [], "sweep": [], "gpu": [], "cli": [],
 }
 
 
@@ -106,6 +106,11 @@ FIGURES: dict[str, list[Figure]] = {
     "checkpoints": [
         Figure("SAM vit_b checkpoint, full / LoRA-only, rank 4", _at("full_vs_lora_only_r4")),
         Figure("SAM vit_b checkpoint, full / LoRA-only, rank 512", _at("full_vs_lora_only_r512")),
+    ],
+    "cli": [
+        Figure("steelseg-hpc --help, median s", _at("median_s", "help"), "<= 0.5", lambda v: v <= 0.5),
+        Figure("steelseg-hpc status --help, median s", _at("median_s", "status_help"), "<= 0.5", lambda v: v <= 0.5),
+        Figure("steelseg-hpc status of 200 jobs, median s", _at("median_s", "status"), "<= 1", lambda v: v <= 1),
     ],
     "sweep": [
         Figure("driver overhead per trial, median s", _at("driver_overhead_s", "median"), "< 2",

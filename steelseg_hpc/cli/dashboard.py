@@ -24,7 +24,6 @@ import click
 from steelseg_hpc import launch, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.sweeps.study import display_url, open_storage, storage_url
 
 #: Set by slurmd in a job's steps and batch script, never on a login node (an ``salloc`` shell
 #: there has SLURM_JOB_ID only): the dashboard runs on a compute node.
@@ -146,7 +145,7 @@ def _recorded_storage(name: str | None, index_path: str | None) -> str:
     if name is None and not recorded:
         raise ConfigError("no sweep has run yet: name one (steelseg-hpc dashboard lora-rank) or pass --storage URL")
     name = name or next(iter(recorded))
-    return recorded.get(name) or storage_url(None, sweeps.load_sweep(name).folder())
+    return recorded.get(name) or sweeps.storage_url(None, sweeps.load_sweep(name).folder())
 
 
 @main.command()
@@ -174,11 +173,11 @@ def dashboard(name, storage, host, port, allow_remote, index_path) -> None:
                           "delete trials (the dashboard has no login); keep the default --host 127.0.0.1 and use "
                           f"the SSH tunnel it prints, or pass --allow-remote to serve {address} anyway")
     storage = storage or _recorded_storage(name, index_path)
-    shown = display_url(storage)
+    shown = sweeps.display_url(storage)
     server = _bind(host, port, family, sockaddr)
     thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
     try:
-        server.set_app(optuna_dashboard.wsgi(open_storage(storage)))
+        server.set_app(optuna_dashboard.wsgi(sweeps.open_storage(storage)))
         thread.start()
         _check_answers(address, family, port, shown)
         if remote:

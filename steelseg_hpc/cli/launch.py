@@ -215,7 +215,8 @@ def render_status(rows) -> Group | Text:
         cells = [row.job_id, row.arch] + ([str(row.seed)] if with_seed else []) + [
             state, row.node or "-", row.elapsed or "-", epoch, _fmt(row.best_val_dice, ".4f"),
             _fmt(row.pixel_accuracy, ".4f"), _fmt(memory, ".2f", "G"), _fmt(row.epoch_seconds, ".1f")]
-        table.add_row(*cells)
+        # Plain text, not markup: a name with brackets shows as it is, and 200 rows render sooner.
+        table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
     parts: list = [table]
     for row in rows:
         if row.state in PROBLEM_STATES:

@@ -7,9 +7,8 @@ import sys
 import click
 from rich.table import Table
 
+from steelseg_hpc import models as models_stage
 from steelseg_hpc.cli._app import console, err_console, main
-from steelseg_hpc.models import list_models
-from steelseg_hpc.models.profiling import check_device, profile_zoo
 
 
 @main.command()
@@ -23,10 +22,10 @@ from steelseg_hpc.models.profiling import check_device, profile_zoo
 def models(as_json: bool, tile: int, batch: int, base_channels: int | None, archs: tuple[str, ...],
            device: str, bf16: bool) -> None:
     """List the architectures: parameters, GFLOPs per tile and peak memory of one training step."""
-    names = list(archs) or list_models()
-    check_device(device)
-    results = profile_zoo(names, tile=tile, batch=batch, base_channels=base_channels,
-                          device=device, bf16=bf16)
+    names = list(archs) or models_stage.list_models()
+    models_stage.check_device(device)
+    results = models_stage.profile_zoo(names, tile=tile, batch=batch, base_channels=base_channels,
+                                       device=device, bf16=bf16)
     rows = [r.as_dict() if hasattr(r, "as_dict") else {"name": r[0], "error": r[1]} for r in results]
     failed = [row for row in rows if "error" in row]
     if as_json:

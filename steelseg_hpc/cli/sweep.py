@@ -12,9 +12,6 @@ from steelseg_hpc import launch, report, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
 from steelseg_hpc.compute.profiles import find_profile
 from steelseg_hpc.sweeps.config import find_sweep
-from steelseg_hpc.sweeps.detach import check_no_driver, driver_row, record_driver_job
-from steelseg_hpc.sweeps.failures import failure_line
-from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage, storage_url
 
 _index_option = click.option(
     "--index", "index_path", type=click.Path(dir_okay=False), default=None,
@@ -84,13 +81,13 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
             console.print(found.describe(), highlight=False)
         _print_plan(driver)
         return
-    check_no_driver(driver.spec.name, driver.folder, options["index"])
+    sweeps.check_no_driver(driver.spec.name, driver.folder, options["index"])
     if detach:
         _detach(driver, options)
         return
     console.print(f"sweep {driver.spec.name}: {len(driver.slots)} trials, {driver.spec.parallel} at once, "
-                  f"on {driver.profile.executor} ({driver.profile_file}); study in {display_url(driver.storage_url)}",
-                  highlight=False)
+                  f"on {driver.profile.executor} ({driver.profile_file}); "
+                  f"study in {sweeps.display_url(driver.storage_url)}", highlight=False)
     summary = driver.run()
     best = summary["best"]
     done = ", ".join(f"{count} {state.lower()}" for state, count in sorted(summary["trials"].items()))
@@ -99,8 +96,8 @@ def run(name, trials, parallel, profile, storage, store, overrides, dry_run, det
         line += f"; best {driver.spec.objective.metric} {best['value']:.4f} (trial {best['number']}, {best['params']})"
     console.print(line + f"; steelseg-hpc sweep report {driver.spec.name}", highlight=False)
     if summary["failed"]:
-        err_console.print(f"[bold red]error:[/] {failure_line(driver.spec.name, summary['failed'], summary['points'])}",
-                          highlight=False)
+        failed = sweeps.failure_line(driver.spec.name, summary["failed"], summary["points"])
+        err_console.print(f"[bold red]error:[/] {failed}", highlight=False)
         sys.exit(1)
 
 
@@ -129,7 +126,7 @@ def _detach(driver, options: dict) -> None:
     options = {**options, "profile": str(driver.profile_file), "index": options["index"],
                "store": str(driver.spec.store)}
     job = executor.submit(sweeps.DriverJob(str(driver.spec_file), options))
-    record_driver_job(driver.folder, driver_row(driver.spec.name, driver.folder, profile.executor, job))
+    sweeps.record_driver_job(driver.folder, sweeps.driver_row(driver.spec.name, driver.folder, profile.executor, job))
     console.print(f"sweep {driver.spec.name}: driver submitted as job {job.job_id} ({profile.executor}); "
                   f"its log: {job.paths.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
                   highlight=False)
@@ -160,6 +157,6 @@ def _study(name: str, storage: str | None, index):
     else:
         spec = sweeps.load_sweep(name)
         folder = spec.folder()
-        storage = storage_url(storage, folder)
+        storage = sweeps.storage_url(storage, folder)
         name = spec.name
-    return load_existing_study(name, open_storage(storage)), folder
+    return sweeps.load_existing_study(name, sweeps.open_storage(storage)), folder

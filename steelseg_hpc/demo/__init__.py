@@ -8,6 +8,6 @@ __all__ = ["Journey", "JourneyOptions", "quick_demo"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "Journey": "journey",
-    "JourneyOptions": "journey",
+    "JourneyOptions": "options",
     "quick_demo": "journey",
 })

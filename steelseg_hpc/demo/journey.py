@@ -26,6 +26,7 @@ from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.core.shipped import find_named
 from steelseg_hpc.data import ForeignFolderError, load_spec, make_synthetic_dataset, prepare
+from steelseg_hpc.demo.options import JourneyOptions
 from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
 from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
@@ -37,37 +38,6 @@ from steelseg_hpc.training import load_run_config, train
 #: Every job of the journey: tiny widths and few tiles, fp32 unless the CPU has native bf16.
 RUN_OVERRIDES = ["data.num_workers=0", "data.pin_memory=false", "progress=false", "schedule.warmup_epochs=0"]
 SAM_OVERRIDES = ['model.variant="tiny"', 'model.prompt="none"']
-
-
-@dataclass
-class JourneyOptions:
-    """What the journey runs; the defaults fit a 2-core laptop CPU in about ten minutes."""
-
-    folder: Path | None = None           # default: the journey's name (demo, demo-metaldam, ...)
-    dataset: str = "synthetic"           # "synthetic" or "metaldam"
-    spec: Path | None = None             # any dataset spec instead (with ``raw``)
-    raw: Path | None = None
-    size: tuple[int, int] = (256, 256)   # synthetic images (W, H)
-    tile_size: int = 128
-    workers: int = 2                     # Dask workers for prep
-    width: int = 4                       # base_channels of the CNNs
-    epochs: int = 4
-    max_train_tiles: int = 128
-    micro_batch: int = 4
-    sweep_ranks: tuple[int, ...] = (0, 4, 16)
-    index: ExperimentIndex = field(default_factory=ExperimentIndex)
-
-    def __post_init__(self) -> None:
-        # Each dataset's journey has its own folder, so a MetalDAM demo never meets the synthetic
-        # demo's store (which prep would refuse as prepared from another spec).
-        if self.folder is None:
-            self.folder = Path(self.name)
-
-    @property
-    def name(self) -> str:
-        if self.spec is not None:
-            return f"demo-{Path(self.spec).stem}"
-        return "demo" if self.dataset == "synthetic" else f"demo-{self.dataset}"
 
 
 Echo = Callable[[str], None]

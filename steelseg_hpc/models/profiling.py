@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.models.registry import architecture, build_model
+from steelseg_hpc.models import architecture, build_model
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ One driver process owns the study and keeps trials in flight as jobs of the laun
 """
 from steelseg_hpc.core.lazy import lazy_exports
 
-__all__ = ["DriverJob", "SearchSpace", "SweepDriver", "SweepSpec", "all_sweeps", "existing_study", "load_sweep",
-           "resolve_sweep_path"]
+__all__ = ["DriverJob", "SearchSpace", "SweepDriver", "SweepSpec", "all_sweeps", "check_no_driver", "display_url",
+           "driver_row", "existing_study", "failure_line", "load_existing_study", "load_sweep", "open_storage",
+           "record_driver_job", "resolve_sweep_path", "storage_url"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepSpec": "config",
@@ -15,6 +16,14 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "SearchSpace": "space",
     "SweepDriver": "driver",
     "DriverJob": "detach",
+    "check_no_driver": "detach",
+    "driver_row": "detach",
+    "record_driver_job": "detach",
+    "failure_line": "failures",
+    "display_url": "study",
+    "load_existing_study": "study",
+    "open_storage": "study",
+    "storage_url": "study",
     "all_sweeps": "summary",
     "existing_study": "guards",
 })

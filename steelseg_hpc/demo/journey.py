@@ -27,12 +27,12 @@ from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.core.shipped import find_named
 from steelseg_hpc.data import ForeignFolderError, load_spec, make_synthetic_dataset, prepare
 from steelseg_hpc.demo.options import JourneyOptions
+from steelseg_hpc.inference import evaluate_run
 from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
 from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
 from steelseg_hpc.sweeps.config import SweepSpec
 from steelseg_hpc.sweeps.driver import SweepDriver
-from steelseg_hpc.inference import evaluate_run
 from steelseg_hpc.training import load_run_config, train
 
 #: Every job of the journey: tiny widths and few tiles, fp32 unless the CPU has native bf16.

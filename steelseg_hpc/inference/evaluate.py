@@ -22,10 +22,10 @@ from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError, Unkn
 from steelseg_hpc.core.io import atomic_write_bytes, atomic_write_json
 from steelseg_hpc.core.rundir import RunFiles, read_run_info
 from steelseg_hpc.data import StoreInfo, WholeImages, check_same_store, open_store
+from steelseg_hpc.inference.stitching import sliding_window_logits
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import load_saved_config
-from steelseg_hpc.inference.stitching import sliding_window_logits
 from steelseg_hpc.training.weights import WEIGHTS_FILE, WeightsMeta, load_model
 
 log = logging.getLogger(__name__)

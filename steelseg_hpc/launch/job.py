@@ -28,8 +28,8 @@ from typing import Any
 
 import submitit
 
-from steelseg_hpc.launch.status import ERROR_MARKER
 from steelseg_hpc.inference import evaluate_run
+from steelseg_hpc.launch.status import ERROR_MARKER
 from steelseg_hpc.training import RunConfig, StopRequest, TrainingPreempted, train
 from steelseg_hpc.training.distributed import resolve_dist_env
 

@@ -24,12 +24,12 @@ import torch
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, SteelsegError, UnknownSplitError
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunInfo
+from steelseg_hpc.inference import evaluate_run
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.models import architecture, build_model
 from steelseg_hpc.models.profiling import forward_gflops
 from steelseg_hpc.report.pooling import experiment_fields
 from steelseg_hpc.sweeps.outcome import gpu_hours
-from steelseg_hpc.inference import evaluate_run
 from steelseg_hpc.training import load_saved_config
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from steelseg_hpc.core.io import atomic_write_bytes  # noqa: E402
-from steelseg_hpc.report.collect import RunRecord  # noqa: E402
 from steelseg_hpc.inference.evaluate import PALETTE  # noqa: E402
+from steelseg_hpc.report.collect import RunRecord  # noqa: E402
 
 
 def _png(figure) -> bytes:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import submitit
 
+from steelseg_hpc.compute.run_lock import RunLock, is_stale
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.core.io import atomic_write_json
 from steelseg_hpc.launch import ExperimentIndex, JobRow, job_states
 from steelseg_hpc.sweeps.driver import SweepDriver
-from steelseg_hpc.compute.run_lock import RunLock, is_stale
 
 #: The detached driver's job, under the sweep's folder.
 DRIVER_JOB = Path("driver") / "job.json"

@@ -33,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
+from steelseg_hpc.compute.run_lock import RunLock
 from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.config import validate
@@ -45,7 +46,6 @@ from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.resume import RETRY_PLANNED, InFlight, Resume  # noqa: F401  (RETRY_PLANNED: re-exported)
 from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal, storage_url
-from steelseg_hpc.compute.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 

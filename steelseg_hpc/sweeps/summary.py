@@ -14,11 +14,11 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from steelseg_hpc.compute.run_lock import RunLock, is_stale
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import SteelsegError
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage
-from steelseg_hpc.compute.run_lock import RunLock, is_stale
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from steelseg_hpc.compute.run_lock import RunLock
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError
 from steelseg_hpc.core.rundir import FinalSummary
@@ -33,7 +34,6 @@ from steelseg_hpc.training.oom import is_out_of_memory, out_of_memory_advice
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 from steelseg_hpc.training.resume import FINISHED, REFUSED, plan_resume
 from steelseg_hpc.training.run_writer import RunWriter
-from steelseg_hpc.compute.run_lock import RunLock
 from steelseg_hpc.training.trainer import Trainer
 from steelseg_hpc.training.weights import base_identity, check_same_base
 

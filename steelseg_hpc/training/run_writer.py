@@ -14,11 +14,11 @@ import logging
 import time
 from pathlib import Path
 
+from steelseg_hpc.compute.run_lock import LOCK_NAME
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.io import atomic_write_text
 from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
-from steelseg_hpc.compute.run_lock import LOCK_NAME
 from steelseg_hpc.training.config import RunConfig, load_saved_config
 from steelseg_hpc.training.host_facts import git_commit, package_versions
 

@@ -29,13 +29,13 @@ from steelseg_hpc.training.data_loading import Loaders, build_loaders
 from steelseg_hpc.training.distributed import DistEnv, barrier, broadcast, device_for, mean_across_ranks, on_main
 from steelseg_hpc.training.engine import build_engine
 from steelseg_hpc.training.epoch_state import EpochStopped
+from steelseg_hpc.training.host_facts import host_info, peak_memory_mb, reset_peak_memory
 from steelseg_hpc.training.loop import train_one_epoch, validate
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
 from steelseg_hpc.training.run_writer import RunWriter
-from steelseg_hpc.training.host_facts import host_info, peak_memory_mb, reset_peak_memory
 from steelseg_hpc.training.train_state import TrainState, load_latest, save_epoch_end, save_mid_epoch
 from steelseg_hpc.training.weights import WeightsMeta
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from steelseg_hpc.cli import main
-from steelseg_hpc.models.sam_build import build_tiny_sam
 from steelseg_hpc.inference import load_exported
 from steelseg_hpc.inference.evaluate import load_trained_model
+from steelseg_hpc.models.sam_build import build_tiny_sam
 from tests.training.helpers import TINY_SAM, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow

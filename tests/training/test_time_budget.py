@@ -23,6 +23,7 @@ def test_time_budget_is_checked_and_raising_it_extends_a_run():
         "time_budget_s: 150.0 -> 100.0"]
 
 
+@pytest.mark.slow
 def test_a_spent_budget_stops_at_a_step_then_validates_checkpoints_and_says_why(tiny_store, tmp_path):
     run_dir = tmp_path / "run"
     # A 1 ms budget is spent by the first step, which an epoch always trains: the epoch ends

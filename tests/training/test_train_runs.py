@@ -24,6 +24,7 @@ METRIC_FIELDS = {
 COMPARED = ("train_loss", "val_loss", "val_dice", "val_pixel_accuracy", "lr")
 
 
+@pytest.mark.slow
 def test_one_process_zero2_bf16_run_writes_everything(unet_run):
     rows = read_metrics(unet_run)
     assert [row["epoch"] for row in rows] == [1, 2, 3]
@@ -47,6 +48,7 @@ def test_one_process_zero2_bf16_run_writes_everything(unet_run):
     assert len(list(checkpoints.glob("epoch*"))) <= 3  # keep 2 + best
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_and_overlays(unet_run):
     result = CliRunner().invoke(main, ["evaluate", str(unet_run), "--json"])
     assert result.exit_code == 0, result.output
@@ -59,6 +61,7 @@ def test_evaluate_writes_metrics_and_overlays(unet_run):
     assert (out / "metrics.json").is_file() and len(list((out / "overlays").glob("*.png"))) == 3
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_returns_its_summary(unet_run, tiny_store):
     # In-process is fine: a finished run returns before any process group is created.
     result = CliRunner().invoke(main, ["train", "--store", str(tiny_store), "--run-dir", str(unet_run), *TINY_UNET])
@@ -67,6 +70,7 @@ def test_rerunning_a_finished_run_returns_its_summary(unet_run, tiny_store):
     assert len(read_metrics(unet_run)) == 3
 
 
+@pytest.mark.slow
 def test_changed_config_on_resume_and_unknown_key_are_one_line_errors(unet_run, tiny_store):
     runner = CliRunner()
     changed = runner.invoke(main, ["train", "--store", str(tiny_store), "--run-dir", str(unet_run),
@@ -78,6 +82,7 @@ def test_changed_config_on_resume_and_unknown_key_are_one_line_errors(unet_run, 
     assert bad_option.exit_code == 2 and "widht" in bad_option.output
 
 
+@pytest.mark.slow
 def test_console_shows_progress_lines_and_no_library_noise(unet_run):
     # progress goes to stderr (like every progress bar), the result to stdout
     console = (unet_run.parent / "stderr.txt").read_text()
@@ -92,6 +97,7 @@ def test_console_shows_progress_lines_and_no_library_noise(unet_run):
     assert "DeepSpeed" in (unet_run / "train.log").read_text()  # the library's messages are kept there
 
 
+@pytest.mark.slow
 def test_raising_epochs_extends_a_finished_run(unet_run, tiny_store, tmp_path):
     run_dir = tmp_path / "extended"
     shutil.copytree(unet_run, run_dir)

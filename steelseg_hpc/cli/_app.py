@@ -26,7 +26,7 @@ COMMAND_MODULES = {
     "synth": "data", "prep": "data",
     "models": "models",
     "train": "train", "evaluate": "inference", "export": "inference",
-    "launch": "launch", "status": "launch", "logs": "launch", "cancel": "launch",
+    "launch": "launch", "status": "status", "logs": "control", "cancel": "control",
     "sweep": "sweep", "dashboard": "dashboard",
     "report": "report",
     "demo": "demo",

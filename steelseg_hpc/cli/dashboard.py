@@ -23,6 +23,7 @@ import click
 
 from steelseg_hpc import launch, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
+from steelseg_hpc.cli._options import index_option, storage_option
 from steelseg_hpc.core.errors import ConfigError
 
 #: Set by slurmd in a job's steps and batch script, never on a login node (an ``salloc`` shell
@@ -30,15 +31,6 @@ from steelseg_hpc.core.errors import ConfigError
 NODE_VARIABLE = "SLURMD_NODENAME"
 #: How long the started server may take to answer its first request.
 ANSWER_TIMEOUT_S = 30.0
-
-_index_option = click.option(
-    "--index", "index_path", type=click.Path(dir_okay=False), default=None,
-    help="Experiment index (default: $STEELSEG_INDEX or ~/.local/share/steelseg-hpc/index.sqlite).",
-)
-_storage_option = click.option("--storage", metavar="URL", default=None,
-                               help="Optuna storage: an RDB URL (postgresql://, mysql+pymysql://) or a journal "
-                                    "file (default: runs/NAME/study.journal, or what the sweep was run with).")
-
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
@@ -138,25 +130,15 @@ def tunnel_hint(address: str, port: int, environ=os.environ) -> str:
             f"then open http://localhost:{port}/dashboard/")
 
 
-def _recorded_storage(name: str | None, index_path: str | None) -> str:
-    """The storage of the sweep ``name`` (or the most recent one), from the index or its sweep file."""
-    index = launch.ExperimentIndex(index_path)
-    recorded = {entry["name"]: entry["storage"] for entry in index.sweeps()}
-    if name is None and not recorded:
-        raise ConfigError("no sweep has run yet: name one (steelseg-hpc dashboard lora-rank) or pass --storage URL")
-    name = name or next(iter(recorded))
-    return recorded.get(name) or sweeps.storage_url(None, sweeps.load_sweep(name).folder())
-
-
 @main.command()
 @click.argument("name", required=False)
-@_storage_option
+@storage_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to serve on: loopback (127.0.0.0/8, ::1, localhost) unless --allow-remote.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--allow-remote", is_flag=True,
               help="Serve a --host beyond loopback: anyone who reaches it can edit and delete trials (no login).")
-@_index_option
+@index_option
 def dashboard(name, storage, host, port, allow_remote, index_path) -> None:
     """Serve optuna-dashboard on a sweep's storage (default: the most recent sweep's), on loopback.
 
@@ -172,7 +154,7 @@ def dashboard(name, storage, host, port, allow_remote, index_path) -> None:
         raise ConfigError(f"--host {host}: {address} is not loopback, so anyone on the network could edit and "
                           "delete trials (the dashboard has no login); keep the default --host 127.0.0.1 and use "
                           f"the SSH tunnel it prints, or pass --allow-remote to serve {address} anyway")
-    storage = storage or _recorded_storage(name, index_path)
+    storage = storage or sweeps.locate_study(name, None, launch.ExperimentIndex(index_path)).storage
     shown = sweeps.display_url(storage)
     server = _bind(host, port, family, sockaddr)
     thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)

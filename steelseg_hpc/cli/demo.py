@@ -11,7 +11,7 @@ from steelseg_hpc import demo as demo_stage
 from steelseg_hpc import launch, sweeps
 from steelseg_hpc.cli._app import console, main
 from steelseg_hpc.cli.data import parse_int_list, parse_size
-from steelseg_hpc.cli.launch import render_status, render_sweeps, wide_console
+from steelseg_hpc.cli.status import render_status, render_sweeps, wide_console
 from steelseg_hpc.cli.inference import render_evaluation
 
 

@@ -10,17 +10,9 @@ from rich.table import Table
 
 from steelseg_hpc import launch, report, sweeps
 from steelseg_hpc.cli._app import console, err_console, main
+from steelseg_hpc.cli._options import index_option, storage_option
 from steelseg_hpc.compute.profiles import find_profile
 from steelseg_hpc.sweeps.config import find_sweep
-
-_index_option = click.option(
-    "--index", "index_path", type=click.Path(dir_okay=False), default=None,
-    help="Experiment index (default: $STEELSEG_INDEX or ~/.local/share/steelseg-hpc/index.sqlite).",
-)
-_storage_option = click.option("--storage", metavar="URL", default=None,
-                               help="Optuna storage: an RDB URL (postgresql://, mysql+pymysql://) or a journal "
-                                    "file (default: runs/NAME/study.journal, or what the sweep was run with).")
-
 
 class _SweepGroup(click.Group):
     """``sweep NAME ...`` runs a sweep; ``sweep report NAME`` reports on one."""
@@ -53,7 +45,7 @@ def sweep() -> None:
 @click.option("--profile", metavar="NAME|PATH",
               help="Cluster profile for the trial jobs (default: the sweep file's); a name finds "
                    "./launch/NAME.toml here or above, else the one shipped with steelseg-hpc.")
-@_storage_option
+@storage_option
 @click.option("--store", type=click.Path(path_type=Path), help="The prepared store (replaces the sweep file's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the base run config of every trial, e.g. --set model.variant=tiny.")
@@ -64,7 +56,7 @@ def sweep() -> None:
 @click.option("--new-study", is_flag=True,
               help="Start a new study where the storage has none but runs/NAME holds trial directories of an "
                    "old one (its journal deleted or emptied); they are moved to runs/NAME/previous-TIME/.")
-@_index_option
+@index_option
 def run(name, trials, parallel, profile, storage, store, overrides, dry_run, detach, retry_failed, new_study,
         index_path) -> None:
     """Run (or re-attach to) the sweep NAME (./sweeps/NAME.toml here or above, else shipped; or a path).
@@ -134,11 +126,11 @@ def _detach(driver, options: dict) -> None:
 
 @sweep.command("report")
 @click.argument("name")
-@_storage_option
+@storage_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the plots and summary.json (default: runs/NAME/report).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@_index_option
+@index_option
 def report_command(name, storage, out, as_json, index_path) -> None:
     """Plots and a summary of the sweep NAME: Dice vs rank, or batch x lr with B_simple and B_crit."""
     study, folder = _study(name, storage, launch.ExperimentIndex(index_path))
@@ -150,13 +142,6 @@ def report_command(name, storage, out, as_json, index_path) -> None:
 
 
 def _study(name: str, storage: str | None, index):
-    """The sweep's study and folder, from --storage, the index, or the sweep file's default."""
-    recorded = {entry["name"]: entry for entry in index.sweeps()}
-    if storage is None and name in recorded:
-        storage, folder = recorded[name]["storage"], Path(recorded[name]["folder"])
-    else:
-        spec = sweeps.load_sweep(name)
-        folder = spec.folder()
-        storage = sweeps.storage_url(storage, folder)
-        name = spec.name
-    return sweeps.load_existing_study(name, sweeps.open_storage(storage)), folder
+    """The sweep's study and folder (see :func:`steelseg_hpc.sweeps.locate_study`)."""
+    where = sweeps.locate_study(name, storage, index)
+    return sweeps.load_existing_study(where.name, sweeps.open_storage(where.storage)), where.folder

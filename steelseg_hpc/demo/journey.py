@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from steelseg_hpc.compute.profiles import ClusterProfile
-from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, LaunchError
 from steelseg_hpc.core.shipped import find_named
 from steelseg_hpc.data import ForeignFolderError, load_spec, make_synthetic_dataset, prepare
 from steelseg_hpc.demo.options import JourneyOptions
 from steelseg_hpc.inference import evaluate_run
-from steelseg_hpc.launch import Experiment, ExperimentIndex, collect_status, submit_experiment
+from steelseg_hpc.launch import Experiment, ExperimentIndex, submit_experiment
+from steelseg_hpc.launch.handle import handles_of, wait
 from steelseg_hpc.models import architecture, architectures
 from steelseg_hpc.report import build_report
 from steelseg_hpc.sweeps.config import SweepSpec
@@ -147,8 +147,8 @@ class Journey:
 
     def _wait(self, name: str) -> None:
         seen: dict[str, tuple] = {}
-        while True:
-            rows = collect_status(name, self.options.index)
+
+        def echo_changes(rows: list) -> None:
             for row in rows:
                 key = (row.state, row.epoch)
                 if seen.get(row.job_id) != key:
@@ -156,13 +156,12 @@ class Journey:
                     epoch = f" epoch {row.epoch}/{row.epochs_total}" if row.epoch else ""
                     dice = f", val Dice {row.best_val_dice:.3f}" if row.best_val_dice is not None else ""
                     self.echo(f"  {row.arch:<24} {row.state}{epoch}{dice}")
-            if rows and all(row.state in TERMINAL_STATES for row in rows):
-                failed = [row for row in rows if row.state != "COMPLETED"]
-                if failed:
-                    raise LaunchError(f"{len(failed)} demo job(s) did not complete, e.g. {failed[0].arch}: "
-                                      f"{failed[0].state} {failed[0].reason}; see steelseg-hpc logs {failed[0].job_id}")
-                return
-            time.sleep(2)
+
+        rows = wait(handles_of(name, self.options.index), poll_s=2.0, on_poll=echo_changes, with_progress=True)
+        failed = [row for row in rows if row.state != "COMPLETED"]
+        if failed:
+            raise LaunchError(f"{len(failed)} demo job(s) did not complete, e.g. {failed[0].arch}: "
+                              f"{failed[0].state} {failed[0].reason}; see steelseg-hpc logs {failed[0].job_id}")
 
     def evaluate(self, experiment: Experiment) -> None:
         for run in experiment.runs():

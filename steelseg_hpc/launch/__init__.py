@@ -1,7 +1,8 @@
 """Launch training on SLURM (or locally) with submitit; index, watch and cancel the jobs.
 
 ``launch_experiment`` validates and submits an experiment; ``collect_status`` joins SLURM's view
-with each run directory; ``cancel`` and ``job_logs`` act on the jobs from any shell. Names are
+with each run directory; a ``JobHandle`` (see :mod:`.handle`) says whether one job has ended, waits
+for it and cancels it; ``cancel`` and ``job_logs`` act on the jobs from any shell. Names are
 imported on first use, so ``status`` never loads the training engine.
 """
 from steelseg_hpc.core.lazy import lazy_exports
@@ -11,6 +12,7 @@ __all__ = [
     "Executor",
     "Experiment",
     "ExperimentIndex",
+    "JobHandle",
     "JobRow",
     "JobStatus",
     "TrainingJob",
@@ -24,8 +26,11 @@ __all__ = [
     "plan_launch",
     "load_experiment",
     "find_experiment",
+    "handles_of",
+    "has_ended",
     "parse_signal",
     "submit_experiment",
+    "submit_indexed",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -33,11 +38,15 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "Experiment": "config",
     "load_experiment": "config",
     "find_experiment": "config",
-    "CancelOutcome": "control",
+    "CancelOutcome": "handle",
     "cancel": "control",
     "job_logs": "control",
     "parse_signal": "control",
     "Executor": "executor",
+    "JobHandle": "handle",
+    "handles_of": "handle",
+    "has_ended": "handle",
+    "submit_indexed": "handle",
     "ExperimentIndex": "index",
     "JobRow": "index",
     "TrainingJob": "job",

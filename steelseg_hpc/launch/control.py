@@ -9,14 +9,11 @@ Example:
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
-from steelseg_hpc.compute import slurm
 from steelseg_hpc.core.errors import LaunchError
-from steelseg_hpc.launch import local_jobs
+from steelseg_hpc.launch.handle import CancelOutcome, JobHandle, cancel_handles
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
-from steelseg_hpc.launch.status import job_states
 
 #: Signals ``cancel --signal`` may send: USR2 checkpoints and requeues (a simulated preemption),
 #: TERM checkpoints and stops, INT and KILL stop without a checkpoint, USR1 and HUP are passed on.
@@ -43,22 +40,10 @@ def parse_signal(name: str) -> signal.Signals:
     return signal.Signals[f"SIG{short}"]
 
 
-@dataclass(frozen=True)
-class CancelOutcome:
-    """What ``cancel`` did: the jobs it acted on, and those it left alone because they had ended."""
-
-    acted: list[JobRow]
-    ended: dict[str, str]  # job id -> its final state
-
-
 def cancel(target: str, index: ExperimentIndex | None = None, signal_name: str | None = None
            ) -> CancelOutcome:
-    """Cancel an experiment's jobs or one job; or only send them a signal.
-
-    On SLURM this is ``scancel`` (every step of the job gets the signal). A local job's training
-    processes get SIGTERM (they save at the next optimiser step and stop) and the job shows as
-    CANCELLED. Jobs that have already ended are left alone: no signal (a local job's pid may
-    belong to another process by now) and no cancellation on record (a FAILED job stays FAILED).
+    """Cancel an experiment's jobs or one job; or only send them a signal (see
+    :func:`~steelseg_hpc.launch.handle.cancel_handles`).
 
     Args:
         target: an experiment name or a job id.
@@ -66,20 +51,8 @@ def cancel(target: str, index: ExperimentIndex | None = None, signal_name: str |
             to checkpoint and requeue, as a preemption would).
     """
     index = index or ExperimentIndex()
-    sig = parse_signal(signal_name) if signal_name else None
-    everything = resolve_target(target, index)
-    states = {status.job_id: status.state for status in job_states(everything, index)}
-    ended = {job: state for job, state in states.items() if state in slurm.TERMINAL_STATES}
-    rows = [row for row in everything if row.job_id not in ended]
-    slurm_ids = [row.job_id for row in rows if row.executor == "slurm"]
-    if slurm_ids:
-        slurm.cancel(slurm_ids, signal=sig.name.removeprefix("SIG") if sig else None)
-    for row in rows:
-        if row.executor == "local":
-            local_jobs.signal_job(row.job_id, sig or signal.SIGTERM, row.submitted_at)
-        if sig is None:
-            index.record_cancellation(row.job_id, "TERM")
-    return CancelOutcome(rows, ended)
+    sig = parse_signal(signal_name) if signal_name else None  # a bad name is refused before any lookup
+    return cancel_handles([JobHandle(row, index) for row in resolve_target(target, index)], sig)
 
 
 def job_logs(job_id: str, index: ExperimentIndex | None = None, lines: int | None = None

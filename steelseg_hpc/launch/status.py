@@ -59,7 +59,8 @@ class JobStatus:
         return asdict(self)
 
 
-def _fill_metrics(status: JobStatus) -> None:
+def fill_metrics(status: JobStatus) -> None:
+    """Add how far the job's run got, and how well, from its run directory."""
     rows = rundir.read_metrics(status.run_dir)
     final = rundir.read_final(status.run_dir)
     if rows:
@@ -204,5 +205,5 @@ def collect_status(experiment: str | None = None, index: ExperimentIndex | None 
         experiment = names[0]
     statuses = job_states(index.jobs(experiment), index)
     for status in statuses:
-        _fill_metrics(status)
+        fill_metrics(status)
     return statuses

@@ -8,20 +8,16 @@ Example:
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from steelseg_hpc.compute import slurm
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.launch.config import Experiment, find_experiment, load_experiment
-from steelseg_hpc.launch import local_jobs
 from steelseg_hpc.launch.executor import Executor
+from steelseg_hpc.launch.handle import handles_of, refresh, submit_indexed
 from steelseg_hpc.launch.index import ExperimentIndex, JobRow
 from steelseg_hpc.launch.job import TrainingJob
 from steelseg_hpc.launch.validate import ResolvedRun, check_experiment
-
-log = logging.getLogger(__name__)
 
 
 def _absolute(experiment: Experiment) -> Experiment:
@@ -36,16 +32,11 @@ def _refuse_active_duplicates(index: ExperimentIndex, experiment: Experiment) ->
     """Two live jobs writing one run directory would corrupt it."""
     if not index.path.exists() or not index.is_experiment(experiment.name):
         return
-    previous = index.jobs(experiment.name)
-    slurm_ids = [row.job_id for row in previous if row.executor == "slurm"]
-    states = slurm.query_jobs(slurm_ids) if slurm_ids and slurm.slurm_available() else {}
-    for row in previous:
-        if row.executor == "slurm":
-            record = states.get(row.job_id)
-            active = record is not None and record.state not in slurm.TERMINAL_STATES
-        else:
-            active = local_jobs.is_alive(row.job_id, row.submitted_at)
-        if active:
+    handles = handles_of(experiment.name, index)
+    refresh(handles)
+    for handle in handles:
+        if handle.active:
+            row = handle.row
             raise LaunchError(f"{row.arch} seed {row.seed} is still in job {row.job_id} "
                               f"({row.run_dir}); wait for it or: steelseg-hpc cancel {experiment.name}")
 
@@ -83,22 +74,9 @@ def submit_experiment(
 
     jobs = [TrainingJob(item.run.run_dir, item.config, tuple(experiment.evaluate)) for item in resolved]
     executor = Executor(profile, experiment.folder() / "jobs", job_name=experiment.name)
-    submitted = executor.submit_array(jobs)
-
-    index.record_experiment(experiment.name, experiment.folder(), experiment_file, profile_file,
-                            profile.executor)
-    rows = []
-    for item, job, handle in zip(resolved, jobs, submitted):
-        run = item.run
-        row = JobRow(
-            job_id=str(handle.job_id), experiment=experiment.name, arch=run.arch, seed=run.seed,
-            run_dir=str(run.run_dir), executor=profile.executor, stdout=str(handle.paths.stdout),
-            stderr=str(handle.paths.stderr), epochs_total=item.config.epochs,
-        )
-        row = index.record_job(row)
-        rows.append(row)
-        log.info("submitted %s as job %s", job.describe(), row.job_id)
-    return rows
+    handles = submit_indexed(executor, jobs, experiment.name, index, on_accepted=lambda: index.record_experiment(
+        experiment.name, experiment.folder(), experiment_file, profile_file, profile.executor))
+    return [handle.row for handle in handles]
 
 
 def _load(experiment_path, profile_path, overrides, profile_overrides

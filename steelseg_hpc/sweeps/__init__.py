@@ -5,8 +5,8 @@ One driver process owns the study and keeps trials in flight as jobs of the laun
 """
 from steelseg_hpc.core.lazy import lazy_exports
 
-__all__ = ["DriverJob", "SearchSpace", "SweepDriver", "SweepSpec", "all_sweeps", "check_no_driver", "display_url",
-           "driver_row", "existing_study", "failure_line", "load_existing_study", "load_sweep", "open_storage",
+__all__ = ["DriverJob", "SearchSpace", "StudyLocation", "SweepDriver", "SweepSpec", "all_sweeps", "check_no_driver", "display_url",
+           "driver_row", "existing_study", "failure_line", "load_existing_study", "load_sweep", "locate_study", "open_storage",
            "record_driver_job", "resolve_sweep_path", "storage_url"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -20,6 +20,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "driver_row": "detach",
     "record_driver_job": "detach",
     "failure_line": "failures",
+    "locate_study": "locate",
+    "StudyLocation": "locate",
     "display_url": "study",
     "load_existing_study": "study",
     "open_storage": "study",

@@ -18,10 +18,9 @@ from pathlib import Path
 import submitit
 
 from steelseg_hpc.compute.run_lock import RunLock, is_stale
-from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.core.io import atomic_write_json
-from steelseg_hpc.launch import ExperimentIndex, JobRow, job_states
+from steelseg_hpc.launch import ExperimentIndex, JobHandle, JobRow
 from steelseg_hpc.sweeps.driver import SweepDriver
 
 #: The detached driver's job, under the sweep's folder.
@@ -47,9 +46,9 @@ def check_no_driver(name: str, folder: Path, index: ExperimentIndex) -> None:
         row = JobRow(**json.loads((Path(folder) / DRIVER_JOB).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return  # never detached, or a record from an older version: the lock still guards the study
-    (status,) = job_states([row], index)
-    if status.state not in TERMINAL_STATES and status.state != "UNKNOWN":
-        raise LaunchError(f"sweep {name}: its driver is job {row.job_id} ({row.executor}, {status.state}); "
+    driver = JobHandle(row, index)
+    if driver.active:
+        raise LaunchError(f"sweep {name}: its driver is job {row.job_id} ({row.executor}, {driver.last.state}); "
                           f"its log: {row.stdout}; watch it with: steelseg-hpc status {name}, or stop it first")
 
 

@@ -43,9 +43,10 @@ from steelseg_hpc.launch import Executor, ExperimentIndex, JobRow, TrainingJob, 
 from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import failures, guards, outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
+from steelseg_hpc.sweeps.locate import locate_study
 from steelseg_hpc.sweeps.resume import RETRY_PLANNED, InFlight, Resume  # noqa: F401  (RETRY_PLANNED: re-exported)
 from steelseg_hpc.sweeps.space import SearchSpace
-from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal, storage_url
+from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class SweepDriver(Resume):
         self.spec = spec.model_copy(update={"store": spec.store.absolute(), "runs_root": spec.runs_root.absolute()})
         self.profile, self.profile_file, self.spec_file = profile, profile_file, spec_file
         self.folder = self.spec.folder()
-        self.storage_url = storage_url(storage, self.folder)
         self.index = index or ExperimentIndex()
+        self.storage_url = locate_study(self.spec.name, storage, self.index, self.folder).storage
         self.poll_seconds = poll_seconds
         self.retry_failed, self.new_study = retry_failed, new_study
         self.echo = echo or log.info

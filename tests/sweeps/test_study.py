@@ -181,3 +181,25 @@ def test_a_storage_not_created_yet_holds_no_study_and_is_not_created_by_looking(
     assert not path.exists() and not path.parent.exists()
     open_storage(url, create=True)
     assert existing_study("lora-rank", url) is None  # there now, with no study of that name
+
+
+def test_a_sweep_run_with_a_storage_is_found_there_again_by_the_driver_report_and_dashboard(tmp_path, tiny_store):
+    # `sweep NAME --storage X` and later `sweep NAME` (a re-attach after logout) must be one study:
+    # the driver, `sweep report` and `dashboard` resolve the storage by one rule.
+    from steelseg_hpc.sweeps.driver import SweepDriver
+    from steelseg_hpc.sweeps.locate import locate_study
+
+    path, default_journal = write_sweep_file(tmp_path, tiny_store)
+    elsewhere = tmp_path / "elsewhere" / "study.journal"
+    index = ExperimentIndex(tmp_path / "index.sqlite")
+    assert SweepDriver.from_files(path, index=index).storage_url == str(default_journal)  # never run: the default
+    first = SweepDriver.from_files(path, storage=str(elsewhere), index=index)
+    index.record_sweep("damaged", first.folder, first.storage_url, str(path))  # what its run() records first
+    again = SweepDriver.from_files(path, index=index)
+    assert again.storage_url == str(elsewhere)
+    assert locate_study("damaged", None, index).storage == str(elsewhere)  # sweep report, dashboard
+    assert locate_study(None, None, index).storage == str(elsewhere)  # dashboard without a name
+    assert SweepDriver.from_files(path, storage=str(default_journal), index=index).storage_url == str(default_journal)
+    moved = path.read_text().replace(f'runs_root = "{tmp_path}"', f'runs_root = "{tmp_path / "other"}"')
+    path.write_text(moved)  # another runs_root: another sweep's folder, so not its study
+    assert SweepDriver.from_files(path, index=index).storage_url == str(tmp_path / "other" / "damaged" / "study.journal")

@@ -34,12 +34,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.compute.run_lock import RunLock
-from steelseg_hpc.compute.slurm import TERMINAL_STATES
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.config import validate
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.core.rundir import STOPPED_ON_REQUEST, RunFiles
-from steelseg_hpc.launch import Executor, ExperimentIndex, JobRow, TrainingJob, job_states
+from steelseg_hpc.launch import Executor, ExperimentIndex, TrainingJob
+from steelseg_hpc.launch.handle import refresh, submit_indexed
 from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import failures, guards, outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
@@ -49,9 +49,6 @@ from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal
 
 log = logging.getLogger(__name__)
-
-#: A job SLURM has not heard of for this long (sacct lags a second or two) has failed.
-UNKNOWN_GRACE_S = 120.0
 
 
 class SweepDriver(Resume):
@@ -248,13 +245,10 @@ class SweepDriver(Resume):
             self._fail(trial, slot, f"invalid parameters: {exc}", retry=False)
             return
         executor = Executor(self.profile, self.folder / "jobs", job_name=f"{self.spec.name}-t{trial.number}")
-        handle = executor.submit(TrainingJob(run_dir, config))
-        row = JobRow(job_id=str(handle.job_id), experiment=self.spec.name, arch=config.model.name,
-                     seed=config.seed, run_dir=str(run_dir), executor=self.profile.executor,
-                     stdout=str(handle.paths.stdout), stderr=str(handle.paths.stderr), epochs_total=config.epochs)
-        row = self.index.record_job(row)
+        (job,) = submit_indexed(executor, [TrainingJob(run_dir, config)], self.spec.name, self.index)
+        row = job.row
         trial.set_user_attr("job_id", row.job_id)
-        self.in_flight.append(InFlight(trial, slot, run_dir, row))
+        self.in_flight.append(InFlight(trial, slot, run_dir, job))
         self.events.append({"trial": trial.number, "job": row.job_id, "submitted": time.time()})
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         self.echo(f"trial {trial.number} ({shown}): job {row.job_id}")
@@ -263,26 +257,21 @@ class SweepDriver(Resume):
         """Report new epochs, prune, and tell every trial whose job has ended."""
         if not self.in_flight:
             return
-        states = {status.job_id: status for status in job_states([f.job for f in self.in_flight], self.index)}
+        refresh([flight.handle for flight in self.in_flight])
         for flight in list(self.in_flight):
             rows = rundir.read_metrics(flight.run_dir)
             self._report(flight, rows)
-            status = states.get(flight.job.job_id)
-            state = status.state if status is not None else "UNKNOWN"
+            status = flight.handle.last
+            state = status.state
             if rundir.read_final(flight.run_dir) is not None:
                 # final.json is written last and atomically, so the result is complete while the job
                 # still tears down (interpreter exit, SLURM epilog): telling the study now lets the
                 # next trial queue behind it instead of waiting seconds for the job to vanish.
                 state = "COMPLETED"
-            elif state == "UNKNOWN":
-                flight.unknown_since = flight.unknown_since or time.monotonic()
-                if time.monotonic() - flight.unknown_since < UNKNOWN_GRACE_S:
-                    continue
-            elif state not in TERMINAL_STATES:
-                flight.unknown_since = None
+            elif not flight.handle.ended:
                 continue
             self.in_flight.remove(flight)
-            self._finish(flight, state, status.reason if status is not None else "", rows)
+            self._finish(flight, state, status.reason, rows)
 
     def _report(self, flight: InFlight, rows: list) -> None:
         if len(self.study.directions) > 1:

@@ -10,7 +10,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.core.errors import SteelsegError
 from steelseg_hpc.core.rundir import RunFiles
-from steelseg_hpc.launch import JobRow
+from steelseg_hpc.launch import JobHandle, JobRow
 from steelseg_hpc.sweeps import failures
 
 #: A failed trial's user attribute: True when the driver runs its parameters once more.
@@ -32,11 +32,14 @@ class InFlight:
     trial: optuna.trial.Trial
     slot: int
     run_dir: Path
-    job: JobRow
+    handle: JobHandle
     reported: int = 0  # epochs already reported to Optuna
     stop_requested: bool = False
-    unknown_since: float | None = None
-    ended_at: float | None = field(default=None, repr=False)
+
+    @property
+    def job(self) -> JobRow:
+        """The trial's job as the index recorded it."""
+        return self.handle.row
 
 
 class Resume:
@@ -70,7 +73,7 @@ class Resume:
                 except SteelsegError:
                     self._fail(trial, slot, f"job {job_id} is not in the index")
                     continue
-            self.in_flight.append(InFlight(trial, slot, Path(row.run_dir), row,
+            self.in_flight.append(InFlight(trial, slot, Path(row.run_dir), JobHandle(row, self.index),
                                            reported=len(frozen.intermediate_values),
                                            stop_requested=RunFiles(row.run_dir).stop_request.exists()))
             self.echo(f"trial {frozen.number}: following job {job_id} again")

@@ -81,7 +81,7 @@ def resolve_and_plan(experiment: Experiment, run: PlannedRun) -> ResolvedRun:
     config = resolve_run(experiment, run)
     plan = plan_resume(run.run_dir, config)
     if plan.kind == REFUSED:
-        raise ConfigError(f"{run.name}: {plan.reason}")
+        raise plan.error(f"{run.name}: {plan.reason}")
     return ResolvedRun(run, config, plan)
 
 
@@ -94,7 +94,8 @@ def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
     Raises:
         LaunchError: a missing store (of any fold). ConfigError: unknown architecture, a bad
         override, an evaluated split without whole images, or a run dir the job would refuse
-        (its saved config differs).
+        (its saved config differs). DataError: a run dir trained on another store's content or
+        base checkpoint. TrainingError: a run dir whose trained epochs have no intact checkpoint.
     """
     for fold in experiment.folds or [None]:
         check_store(experiment.store_of(fold))

@@ -22,20 +22,19 @@ from pathlib import Path
 import torch
 
 from steelseg_hpc.compute.run_lock import RunLock
-from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError
+from steelseg_hpc.core.errors import DataError, TrainingError
 from steelseg_hpc.core.rundir import FinalSummary
-from steelseg_hpc.data import check_same_store, open_store, store_identity
+from steelseg_hpc.data import open_store, store_identity
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import check_splits
 from steelseg_hpc.training.distributed import on_main, setup_distributed
 from steelseg_hpc.training.log_capture import ThirdPartyLogs, run_log
 from steelseg_hpc.training.oom import is_out_of_memory, out_of_memory_advice
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
-from steelseg_hpc.training.resume import FINISHED, REFUSED, plan_resume
+from steelseg_hpc.training.resume import FINISHED, plan_resume
 from steelseg_hpc.training.run_writer import RunWriter
 from steelseg_hpc.training.trainer import Trainer
-from steelseg_hpc.training.weights import base_identity, check_same_base
+from steelseg_hpc.training.weights import base_identity
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +77,13 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     run = RunWriter(run_dir)
     store = open_store(config.data.store)
     check_splits(store, config)
-    plan = plan_resume(run.path, config)
-    if plan.kind == REFUSED:
-        raise ConfigError(plan.reason)
+    plan = plan_resume(run.path, config, restart=restart)
+    plan.raise_if_refused()
     if plan.kind == FINISHED and not restart:
         log.warning("%s", plan.reason)
         return plan.final
     changes = plan.changes
     base = base_identity(config.model.name, config.model.options(), config.seed)
-    previous = None if restart else rundir.read_run_info(run.path)
-    if previous is not None and previous.model.get("base") is not None:
-        check_same_base(previous.model["base"], base, str(run.path))
-    check_same_store(previous.store if previous is not None else {}, store, str(run.path))
     identity = store_identity(store)
     with ThirdPartyLogs() as third_party:
         env = setup_distributed()

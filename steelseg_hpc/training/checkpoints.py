@@ -113,19 +113,29 @@ class CheckpointManager:
         """Whether any checkpoint was ever completed here (intact or not)."""
         return bool(self.complete_tags()) or self.latest_tag() is not None
 
-    def verify(self, tag: str) -> bool:
-        """Whether every file of ``tag`` still matches the manifest written when it was saved."""
+    def verify(self, tag: str, contents: bool = True) -> bool:
+        """Whether every file of ``tag`` still matches the manifest written when it was saved.
+
+        Args:
+            contents: compare each file's SHA-256 (False: only its size, which reads no data;
+                what ``launch`` checks on a login node before queueing, the job checks contents).
+        """
         meta = self.meta(tag)
         if meta is None or "files" not in meta:
             return False
+        folder = self.root / tag
         try:
-            return _manifest(self.root / tag) == meta["files"]
+            if contents:
+                return _manifest(folder) == meta["files"]
+            sizes = {str(path.relative_to(folder)): path.stat().st_size
+                     for path in folder.rglob("*") if path.is_file() and path.name != META_FILE}
+            return sizes == {name: entry.get("size") for name, entry in meta["files"].items()}
         except OSError:
             return False
 
-    def resume_choice(self) -> tuple[str | None, list[str]]:
+    def resume_choice(self, contents: bool = True) -> tuple[str | None, list[str]]:
         """The checkpoint to resume from (``latest`` if intact, else the newest intact one) and
-        the damaged or incomplete ones passed over, newest first."""
+        the damaged or incomplete ones passed over, newest first (``contents``: see :meth:`verify`)."""
         candidates = self.complete_tags()
         latest = self.latest_tag()
         skipped = []
@@ -135,14 +145,14 @@ class CheckpointManager:
         elif latest is not None:
             skipped.append(latest)
         for tag in candidates:
-            if self.verify(tag):
+            if self.verify(tag, contents):
                 return tag, skipped
             skipped.append(tag)
         return None, skipped
 
-    def resume_tag(self) -> str | None:
+    def resume_tag(self, contents: bool = True) -> str | None:
         """The checkpoint to resume from: ``latest`` if intact, else the newest intact one."""
-        return self.resume_choice()[0]
+        return self.resume_choice(contents)[0]
 
     # ----------------------------------------------------------------------------- writing
     def save(self, epoch: int, score: float | None, write_fn: Callable[[Path], None],

@@ -3,8 +3,10 @@
 :func:`plan_resume` reads a run directory (never writes it) and says whether training there with
 ``config`` starts a new run, resumes an unfinished one, extends a finished one (a raised
 ``epochs``, ``patience`` or ``time_budget_s``), returns at once (nothing left to do), or is
-refused (a changed config). The engine follows the plan; ``launch --dry-run`` shows it and
-``launch`` refuses a refused plan before anything is queued, so the three never disagree.
+refused: a changed config, another store's content or another base checkpoint than the run
+trained on, or trained epochs with no intact checkpoint to resume them from. The engine follows
+the plan; ``launch --dry-run`` shows it and ``launch`` refuses a refused plan before anything is
+queued, so the three never disagree.
 
 Example:
     >>> plan = plan_resume(Path("runs/unet"), load_run_config(None, ["epochs=10"]))  # doctest: +SKIP
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import SteelsegError
-from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, RunFiles
+from steelseg_hpc.core.errors import ConfigError, DataError, SteelsegError, TrainingError
+from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow, RunFiles
+from steelseg_hpc.data import check_same_store, open_store
+from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig, config_differences, extensions, load_saved_config
 
-__all__ = ["FRESH", "RESUME", "EXTEND", "FINISHED", "REFUSED", "ResumePlan", "plan_resume"]
+__all__ = ["FRESH", "RESUME", "EXTEND", "FINISHED", "REFUSED", "ResumePlan", "plan_resume", "unresumable_history"]
 
 FRESH, RESUME, EXTEND, FINISHED, REFUSED = "fresh", "resume", "extend", "finished", "refused"
 
@@ -38,6 +42,7 @@ class ResumePlan:
         changes: The raised keys, ``{key: (old, new)}`` (see :func:`~steelseg_hpc.training.config.extensions`).
         final: The saved summary, when the run has one.
         last_epoch: The last epoch in ``metrics.jsonl`` (0 when none).
+        error: What training raises for a ``refused`` plan (:meth:`raise_if_refused`).
     """
 
     kind: str
@@ -45,6 +50,12 @@ class ResumePlan:
     changes: dict = field(default_factory=dict)
     final: FinalSummary | None = None
     last_epoch: int = 0
+    error: type[SteelsegError] = ConfigError
+
+    def raise_if_refused(self) -> None:
+        """Raise the plan's one-line error if it is ``refused``."""
+        if self.kind == REFUSED:
+            raise self.error(self.reason)
 
     def describe(self) -> str:
         """A few words for the ``launch --dry-run`` table."""
@@ -62,17 +73,21 @@ class ResumePlan:
         return "new"
 
 
-def plan_resume(run_dir: Path, config: RunConfig) -> ResumePlan:
+def plan_resume(run_dir: Path, config: RunConfig, restart: bool = False) -> ResumePlan:
     """What training ``config`` in ``run_dir`` will do; reads the run directory, changes nothing.
 
     Args:
         run_dir: The run directory (it need not exist).
         config: The resolved run configuration to train.
+        restart: Training moves an unresumable history aside and starts over (``train --restart``),
+            so neither the history nor the recorded store and base are refused.
 
     Returns:
         The plan. A ``refused`` plan's :attr:`~ResumePlan.reason` is the one-line error that
-        training would raise: ``run_dir`` is a file, or the config differs from the saved one in
-        a key a resume may not change.
+        training would raise: ``run_dir`` is a file; the config differs from the saved one in a
+        key a resume may not change; the store's content or the base checkpoint is not what the
+        run trained on; or epochs were trained but no checkpoint of them is intact (checked by
+        file sizes here; the job checks contents too).
     """
     files = RunFiles(Path(run_dir))
     path = files.path
@@ -95,7 +110,53 @@ def plan_resume(run_dir: Path, config: RunConfig) -> ResumePlan:
     finished = _finished_reason(path, files, config, changes, final) if final is not None else None
     if finished is not None:
         return ResumePlan(FINISHED, finished, changes, final, last_epoch)
-    return ResumePlan(EXTEND if changes and final is not None else RESUME, "", changes, final, last_epoch)
+    kind = EXTEND if changes and final is not None else RESUME
+    if not restart:
+        try:
+            _check_same_inputs(path, config)
+        except DataError as exc:
+            return ResumePlan(REFUSED, str(exc), changes, final, last_epoch, error=DataError)
+        checkpoints = CheckpointManager(files.checkpoints, is_main=False)
+        problem = unresumable_history(path, rows, checkpoints, contents=False)
+        if problem is not None:
+            return ResumePlan(REFUSED, problem, changes, final, last_epoch, error=TrainingError)
+    return ResumePlan(kind, "", changes, final, last_epoch)
+
+
+def _check_same_inputs(path: Path, config: RunConfig) -> None:
+    """Refuse a store of other content, or another base checkpoint, than the run trained on."""
+    from steelseg_hpc.training.weights import base_identity, check_same_base  # builds models: only when needed
+
+    previous = rundir.read_run_info(path)
+    if previous is None:
+        return
+    if previous.model.get("base") is not None:
+        check_same_base(previous.model["base"], base_identity(config.model.name, config.model.options(),
+                                                              config.seed), str(path))
+    if previous.store and config.data.store:
+        check_same_store(previous.store, open_store(config.data.store), str(path))
+
+
+def unresumable_history(path: Path, rows: list[MetricsRow], checkpoints: CheckpointManager,
+                        contents: bool = True) -> str | None:
+    """Why the run's trained epochs cannot be resumed (no intact checkpoint of them), or None.
+
+    A run cut off between epoch 1's metrics row and its first checkpoint has nothing to lose: it
+    trains epoch 1 again, so that is no refusal.
+
+    Args:
+        contents: see :meth:`~steelseg_hpc.training.checkpoints.CheckpointManager.verify`.
+    """
+    saved = checkpoints.any_saved()
+    if not (rows or saved) or checkpoints.resume_tag(contents) is not None:
+        return None
+    if not saved and max(row.epoch for row in rows) <= 1:
+        return None
+    damaged = checkpoints.complete_tags()
+    what = (f"all {len(damaged)} checkpoint(s) ({', '.join(damaged)}) are damaged" if damaged
+            else "its checkpoints are gone")
+    return (f"{path} has {len(rows)} trained epoch(s) in {RunFiles(path).metrics.name} but {what}, so there "
+            "is nothing to resume from; rerun with --restart to move its files aside and start over")
 
 
 def _finished_reason(path: Path, files: RunFiles, config: RunConfig, changes: dict,

@@ -35,6 +35,7 @@ from steelseg_hpc.training.noise_scale import GradientNoiseScale
 from steelseg_hpc.training.precision import PrecisionChoice, resolve_precision
 from steelseg_hpc.training.preemption import STOP_FILE, StopRequest, TrainingPreempted
 from steelseg_hpc.training.progress import EpochProgress
+from steelseg_hpc.training.resume import unresumable_history
 from steelseg_hpc.training.run_writer import RunWriter
 from steelseg_hpc.training.train_state import TrainState, load_latest, save_epoch_end, save_mid_epoch
 from steelseg_hpc.training.weights import WeightsMeta
@@ -77,19 +78,14 @@ def _check_history(run: RunWriter, checkpoints: CheckpointManager, restart: bool
     With ``restart``, a history that cannot be resumed is moved aside and the run starts over.
     """
     rows = run.read_metrics()
-    if checkpoints.resume_tag() is not None or not (rows or checkpoints.any_saved()):
-        return
-    if not checkpoints.any_saved() and max(row.epoch for row in rows) <= 1:
-        # A crash between epoch 1's metrics row and its checkpoint: start that epoch again.
-        run.truncate_metrics(0)
+    problem = unresumable_history(run.path, rows, checkpoints)
+    if problem is None:
+        if rows and not checkpoints.any_saved():
+            # A crash between epoch 1's metrics row and its checkpoint: start that epoch again.
+            run.truncate_metrics(0)
         return
     if not restart:
-        damaged = checkpoints.complete_tags()
-        what = (f"all {len(damaged)} checkpoint(s) ({', '.join(damaged)}) are damaged" if damaged
-                else "its checkpoints are gone")
-        raise TrainingError(
-            f"{run.path} has {len(rows)} trained epoch(s) in {run.files.metrics.name} but {what}, so there "
-            "is nothing to resume from; rerun with --restart to move its files aside and start over")
+        raise TrainingError(problem)
     aside = run.move_aside("damaged")
     log.warning("%s: no intact checkpoint; moved its files to %s and started over", run.path, aside)
 

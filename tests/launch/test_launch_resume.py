@@ -1,13 +1,15 @@
 """``launch``, ``launch --dry-run`` and the job agree on what an existing run dir will do."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
 from steelseg_hpc.core import rundir
-from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles
+from steelseg_hpc.core.errors import ConfigError, DataError, TrainingError
+from steelseg_hpc.core.rundir import FinalSummary, MetricsRow, RunFiles, RunInfo
 from steelseg_hpc.launch import submit_experiment
 from steelseg_hpc.launch.submit import plan_experiment
 from steelseg_hpc.compute.profiles import ClusterProfile, load_profile
@@ -73,13 +75,50 @@ def test_dry_run_shows_an_extension_and_a_resume(tiny_store, tmp_path):
     assert "resumes after epoch 1" in _dry_run(tiny_store, tmp_path).output
 
 
+def test_dry_run_and_launch_refuse_trained_epochs_without_a_checkpoint_before_queueing(tiny_store, tmp_path, index):
+    # Two trained epochs, no checkpoint: the job would refuse to start a second history and die.
+    experiment, _ = _earlier_run(tiny_store, tmp_path, 2, None)
+    result = _dry_run(tiny_store, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "unet3plus-s0:" in result.output and "nothing to resume from" in result.output
+    with pytest.raises(TrainingError, match="unet3plus-s0: .*2 trained epoch.*its checkpoints are gone"):
+        submit_experiment(experiment, load_profile(LOCAL), index)
+    assert not index.path.exists()
+
+
+def test_dry_run_and_launch_refuse_a_run_trained_on_another_stores_content(tiny_store, tmp_path, index):
+    experiment, job = _earlier_run(tiny_store, tmp_path, 1, None)
+    other = {"path": "/elsewhere/store.zarr", "dataset": "other", "num_classes": 5, "spec_hash": "0123abcd"}
+    rundir.write_run_info(RunFiles(job.run.run_dir), RunInfo(arch="unet3plus", store=other))
+    result = _dry_run(tiny_store, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "is not the store" in result.output and "0123abcd" in result.output
+    with pytest.raises(DataError, match="unet3plus-s0: .*is not the store .* was trained on"):
+        submit_experiment(experiment, load_profile(LOCAL), index)
+    assert not index.path.exists()
+
+
+# Every job started with this on its PYTHONPATH fails at its first training step, as a bug would.
+FAILING_HOOK = """
+from steelseg_hpc.training import engine
+
+def failing(self, logits, masks):
+    raise RuntimeError("a bug in the loss")
+
+engine.TrainStep.fp32_loss = failing
+"""
+
+
 @pytest.mark.slow
-def test_launch_wait_exits_non_zero_when_a_job_failed(tiny_store, tmp_path, index):
-    # Two trained epochs and no checkpoint: the job refuses to start a second history and fails.
-    _earlier_run(tiny_store, tmp_path, 2, None)
+def test_launch_wait_exits_non_zero_when_a_job_failed(tiny_store, tmp_path, index, monkeypatch):
+    hook = tmp_path / "failing-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAILING_HOOK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
     result = CliRunner().invoke(main, [
         "launch", str(SMOKE), "--profile", str(LOCAL), "--set", f"store={tiny_store}",
         "--set", f"runs_root={tmp_path}", "--set", "architectures=['unet3plus']", "--set", "seeds=[0]",
         "--wait"], env={"STEELSEG_INDEX": str(index.path)})
     assert result.exit_code == 1, result.output
     assert "1 of 1 job(s) did not complete" in result.output and "FAILED" in result.output
+    assert "a bug in the loss" in result.output  # the table shows why

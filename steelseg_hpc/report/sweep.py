@@ -33,6 +33,8 @@ from rich.table import Table  # noqa: E402
 from steelseg_hpc.core.io import atomic_write_json  # noqa: E402
 from steelseg_hpc.sweeps import analysis  # noqa: E402
 from steelseg_hpc.sweeps.config import GLOBAL_BATCH  # noqa: E402
+from steelseg_hpc.sweeps.record import read_record  # noqa: E402
+from steelseg_hpc.sweeps.tally import tally_trials  # noqa: E402
 
 log = logging.getLogger(__name__)
 _RANK_KEY = "model.rank"
@@ -153,16 +155,13 @@ def sweep_report(study: optuna.Study, out: Path) -> dict[str, Any]:
     """Write the sweep's plots and ``summary.json`` into ``out``; return the summary."""
     out = Path(out)
     trials = study.get_trials(deepcopy=False)
-    meta = study.user_attrs.get("sweep", {})
-    space: dict[str, str] = meta.get("space", {})
-    metric = meta.get("metric", "val_dice")
+    record = read_record(study)
+    space, metric = record.space, record.metric
     kind, param = _kind(space)
-    counts: dict[str, int] = {}
-    for trial in trials:
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     plots: list[str] = []
-    result: dict[str, Any] = {"sweep": study.study_name, "kind": kind, "metric": metric, "trials": counts,
-                              "norm": meta.get("norm"), "arch": meta.get("arch"), "plots": plots}
+    result: dict[str, Any] = {"sweep": study.study_name, "kind": kind, "metric": metric,
+                              "trials": tally_trials(trials, study.directions).counts,
+                              "norm": record.norm, "arch": record.arch, "plots": plots}
     points = analysis.points(trials)
     result["points"] = [{"params": p.params, "mean": p.mean, "sd": p.sd, "n": p.n,
                          "trials": [t.number for t in p.trials], "duplicates": [t.number for t in p.duplicates]}
@@ -175,12 +174,12 @@ def sweep_report(study: optuna.Study, out: Path) -> dict[str, Any]:
         result["ranks"] = analysis.categorical_analysis(trials, param)
         _rank_plots(result["ranks"], param, out, plots)
     if kind == "batch-lr":
-        lr_param = next((name for name, key in space.items() if key == "optimizer.lr"), None)
+        lr_param = record.swept_key("optimizer.lr")
         result["batch"] = analysis.batch_analysis(trials, param, metric)
         result["answers"] = list(result["batch"]["answers"])
-        result["answers"].append(f"Normalisation used: {meta.get('norm', 'batch')} "
+        result["answers"].append(f"Normalisation used: {record.norm} "
                                  + ("(BatchNorm at micro-batches of 1-2 adds noisy statistics to small batches)"
-                                    if meta.get("norm", "batch") == "batch" else "(independent of the batch size)"))
+                                    if record.norm == "batch" else "(independent of the batch size)"))
         result["b_simple"] = {row["batch"]: row["b_simple_median"] for row in result["batch"]["batches"]}
         result["b_crit"] = result["batch"]["b_crit"]
         if result["batch"]["batches"]:

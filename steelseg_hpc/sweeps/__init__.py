@@ -5,9 +5,10 @@ One driver process owns the study and keeps trials in flight as jobs of the laun
 """
 from steelseg_hpc.core.lazy import lazy_exports
 
-__all__ = ["DriverJob", "SearchSpace", "StudyLocation", "SweepDriver", "SweepSpec", "all_sweeps", "check_no_driver", "display_url",
-           "driver_row", "existing_study", "failure_line", "load_existing_study", "load_sweep", "locate_study", "open_storage",
-           "record_driver_job", "resolve_sweep_path", "storage_url"]
+__all__ = ["DriverJob", "Scheduler", "SearchSpace", "StudyLocation", "SweepDriver", "SweepRecord",
+           "SweepSpec", "all_sweeps", "check_no_driver", "display_url", "driver_row", "existing_study",
+           "failure_line", "load_existing_study", "load_sweep", "locate_study", "open_storage",
+           "read_record", "record_driver_job", "resolve_sweep_path", "storage_url", "tally_trials"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepSpec": "config",
@@ -20,6 +21,10 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "driver_row": "detach",
     "record_driver_job": "detach",
     "failure_line": "failures",
+    "SweepRecord": "record",
+    "read_record": "record",
+    "Scheduler": "scheduler",
+    "tally_trials": "tally",
     "locate_study": "locate",
     "StudyLocation": "locate",
     "display_url": "study",

@@ -44,9 +44,12 @@ from steelseg_hpc.launch.validate import check_store
 from steelseg_hpc.sweeps import failures, guards, outcome
 from steelseg_hpc.sweeps.config import SweepSpec, load_sweep, resolve_sweep_path
 from steelseg_hpc.sweeps.locate import locate_study
-from steelseg_hpc.sweeps.resume import RETRY_PLANNED, InFlight, Resume  # noqa: F401  (RETRY_PLANNED: re-exported)
+from steelseg_hpc.sweeps.record import SweepRecord, write_record
+from steelseg_hpc.sweeps.resume import InFlight, Resume
+from steelseg_hpc.sweeps.scheduler import DONE, ENQUEUE, RETRY_PLANNED, SLOT, WAIT, Retry, Scheduler
 from steelseg_hpc.sweeps.space import SearchSpace
 from steelseg_hpc.sweeps.study import display_url, is_rdb, open_storage, open_study, recover_journal
+from steelseg_hpc.sweeps.tally import tally_trials
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ class SweepDriver(Resume):
         self.echo = echo or log.info
         self.space = SearchSpace(self.spec, world_size=profile.world_size())
         self.slots = self.space.slots()
+        self.scheduler = Scheduler([self.space.encode_fixed(slot) for slot in self.slots], self.space.sibling,
+                                   self.space.sampled(), retries=self.spec.retries)
         if self.space.trials_capped():
             self.echo(f"sweep {self.spec.name}: {self.space.trials_capped()}")
         self.in_flight: list[InFlight] = []
@@ -176,11 +181,10 @@ class SweepDriver(Resume):
             self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             base = self.space.base_config()
-            self.study.set_user_attr("sweep", {
-                "space": {name: p.key for name, p in self.spec.space.items()},
-                "metric": self.spec.objective.metric, "seeds": list(self.spec.seeds),
-                "arch": base.model.name, "norm": base.model.options().get("norm", "batch"),
-                "lr_scaling": self.spec.lr_scaling, "base_overrides": list(self.spec.base.overrides)})
+            write_record(self.study, SweepRecord(
+                space={name: p.key for name, p in self.spec.space.items()}, metric=self.spec.objective.metric,
+                seeds=list(self.spec.seeds), arch=base.model.name, norm=base.model.options().get("norm", "batch"),
+                lr_scaling=self.spec.lr_scaling, base_overrides=list(self.spec.base.overrides)))
             self.index.record_sweep(self.spec.name, self.folder, self.storage_url,
                                     str(self.spec_file) if self.spec_file else None)
             self.index.record_experiment(self.spec.name, self.folder, str(self.spec_file) if self.spec_file else None,
@@ -201,36 +205,18 @@ class SweepDriver(Resume):
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
-    def _slots_taken(self) -> dict[int, list[FrozenTrial]]:
-        taken: dict[int, list[FrozenTrial]] = {}
-        for frozen in self._trials():
-            if "slot" in frozen.user_attrs:
-                taken.setdefault(frozen.user_attrs["slot"], []).append(frozen)
-        return taken
-
     def _launch_next(self) -> bool:
-        """Start one more trial; False when every slot has its trial."""
-        waiting = [t for t in self._trials() if t.state == TrialState.WAITING]
-        if not waiting:
-            taken = self._slots_taken()
-            free = [slot for slot in range(len(self.slots)) if slot not in taken]
-            if not free:
-                return False
-            slot = free[0]
-            fixed = self.space.encode_fixed(self.slots[slot])
-            sibling = self.space.sibling(slot)
-            drawn = self.space.sampled()
-            if sibling is not None and drawn:
-                first = next((t for t in taken.get(sibling, []) if all(n in t.params for n in drawn)), None)
-                if first is None:
-                    return False  # the first seed's values are not drawn yet: start it first
-                fixed.update({name: first.params[name] for name in drawn})
-            self.study.enqueue_trial(fixed, user_attrs={"slot": slot})
+        """Start one more trial; False when every slot has its trial (or the next one must wait)."""
+        decision = self.scheduler.next_trial(self._trials())
+        if decision.kind in (WAIT, DONE):
+            return False
+        if decision.kind == ENQUEUE:
+            self.study.enqueue_trial(decision.fixed, user_attrs={SLOT: decision.slot})
         trial = self.study.ask()
-        slot = trial.user_attrs.get("slot", 0)
+        slot = trial.user_attrs.get(SLOT, 0)
         try:
             params = self.space.suggest(trial)
-        except Exception as exc:  # noqa: BLE001 - a sampled value the space cannot express
+        except ConfigError as exc:  # an enqueued value the space no longer holds (its file was edited)
             self._fail(trial, slot, f"cannot draw parameters: {exc}", retry=False)
             return True
         self._submit(trial, slot, params)
@@ -315,27 +301,20 @@ class SweepDriver(Resume):
         self.echo(f"trial {number}: COMPLETE, {self.spec.objective.metric} {value:.4f}")
 
     def _fail(self, trial: optuna.trial.Trial, slot: int, reason: str, retry: bool = True) -> None:
-        failures = 1 + sum(1 for t in self._slots_taken().get(slot, []) if t.state == TrialState.FAIL)
-        again = retry and failures <= self.spec.retries
+        again = retry and self.scheduler.retry_after_failure(self._trials(), slot)
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr(RETRY_PLANNED, again)  # so a driver killed before enqueueing it still retries
         frozen = self.study.tell(trial, state=TrialState.FAIL)
         self.echo(f"trial {frozen.number}: FAIL ({reason})" + ("; running its parameters again" if again else ""))
         if again:
-            self._enqueue_retry(frozen, slot)
+            self._enqueue(Retry(slot, frozen.params, frozen.number))
 
     def summary(self) -> dict[str, Any]:
         """Trials by state, the best one(s), and the points that failed (:mod:`.failures`)."""
         trials = self._trials()
-        counts: dict[str, int] = {}
-        for t in trials:
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = None
-        if complete and len(self.study.directions) == 1:
-            top = max(complete, key=lambda t: t.value)
-            best = {"number": top.number, "value": top.value, "params": top.params}
-        return {"sweep": self.spec.name, "storage": display_url(self.storage_url), "trials": counts, "best": best,
-                "folder": str(self.folder), "points": len(self.slots),
+        tally = tally_trials(trials, self.study.directions)
+        best = None if tally.best is None else {"number": tally.best.number, "value": tally.best.values[0],
+                                                "params": tally.best.params}
+        return {"sweep": self.spec.name, "storage": display_url(self.storage_url), "trials": tally.counts,
+                "best": best, "folder": str(self.folder), "points": len(self.slots),
                 "failed": failures.describe(trials, self.index)}
-

@@ -19,11 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from steelseg_hpc.core.errors import SteelsegError
 from steelseg_hpc.core.rundir import RunFiles
 from steelseg_hpc.launch import JobHandle, JobRow
-from steelseg_hpc.sweeps import failures
-
-#: A failed trial's user attribute: True when the driver runs its parameters once more.
-RETRY_PLANNED = "retry_planned"
-
+from steelseg_hpc.sweeps.scheduler import RETRY_PLANNED, SLOT, Retry  # noqa: F401  (RETRY_PLANNED: re-exported)
 
 @dataclass
 class InFlight:
@@ -58,7 +54,7 @@ class Resume:
             if frozen.state != TrialState.RUNNING:
                 continue
             trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            slot = frozen.user_attrs.get("slot", 0)
+            slot = frozen.user_attrs.get(SLOT, 0)
             job_id = frozen.user_attrs.get("job_id")
             if job_id is None:
                 row = self._job_recorded_for(frozen)
@@ -84,21 +80,17 @@ class Resume:
             return None
         return next((row for row in self.index.jobs(self.spec.name) if row.run_dir == run_dir), None)
 
-    def _enqueue_retry(self, failed: FrozenTrial, slot: int) -> None:
-        self.study.enqueue_trial(failed.params, user_attrs={"slot": slot, "retry_of": failed.number})
+    def _enqueue(self, retry: Retry) -> None:
+        self.study.enqueue_trial(retry.params, user_attrs=retry.user_attrs)
 
     def _enqueue_lost_retries(self) -> None:
-        trials = self._trials()
-        retried = {t.user_attrs.get("retry_of") for t in trials}
-        for frozen in trials:
-            if (frozen.state == TrialState.FAIL and frozen.user_attrs.get(RETRY_PLANNED)
-                    and frozen.number not in retried):
-                self._enqueue_retry(frozen, frozen.user_attrs.get("slot", 0))
-                self.echo(f"trial {frozen.number}: its retry was not queued before the driver stopped; queued now")
+        for retry in self.scheduler.lost_retries(self._trials()):
+            self._enqueue(retry)
+            self.echo(f"trial {retry.of}: its retry was not queued before the driver stopped; queued now")
 
     def _enqueue_failed_points(self) -> None:
-        for failed in failures.failed_points(self._trials()):
-            self._enqueue_retry(failed, failed.user_attrs["slot"])
-            self.echo(f"trial {failed.number}: failed ({failed.user_attrs.get('fail_reason')}); "
+        trials = {trial.number: trial for trial in self._trials()}
+        for retry in self.scheduler.failed_point_retries(list(trials.values())):
+            self._enqueue(retry)
+            self.echo(f"trial {retry.of}: failed ({trials[retry.of].user_attrs.get('fail_reason')}); "
                       "running its parameters again (--retry-failed)")
-

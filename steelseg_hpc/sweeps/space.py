@@ -122,12 +122,16 @@ class SearchSpace:
         return None if within < per_seed else slot - (within // per_seed) * per_seed
 
     def suggest(self, trial) -> dict[str, Any]:
-        """Ask ``trial`` for every parameter (enqueued ones come back fixed, the rest are drawn)."""
-        params: dict[str, Any] = {SEED: trial.suggest_categorical(SEED, list(self.spec.seeds))}
+        """Ask ``trial`` for every parameter (enqueued ones come back fixed, the rest are drawn).
+
+        Raises:
+            ConfigError: an enqueued value that is not among the parameter's values (the sweep
+                file was edited after the trial was queued). Anything else is a bug and propagates.
+        """
+        params: dict[str, Any] = {SEED: _categorical(trial, SEED, list(self.spec.seeds))}
         for name, parameter in self.spec.space.items():
             if parameter.values is not None:
-                value = trial.suggest_categorical(name, [_encode(v) for v in parameter.values])
-                params[name] = _decode(parameter, value)
+                params[name] = _decode(parameter, _categorical(trial, name, [_encode(v) for v in parameter.values]))
             elif parameter.integer:
                 params[name] = trial.suggest_int(name, int(parameter.low), int(parameter.high), log=parameter.log)
             else:
@@ -213,3 +217,10 @@ class SearchSpace:
                 mid = math.sqrt(parameter.low * parameter.high) if parameter.log else (parameter.low + parameter.high) / 2
                 chosen[name] = int(mid) if parameter.integer else mid
         return chosen
+
+
+def _categorical(trial, name: str, choices: list) -> Any:
+    try:
+        return trial.suggest_categorical(name, choices)
+    except ValueError as exc:  # Optuna: an enqueued value that is not one of the choices
+        raise ConfigError(f"{name}: {exc}; expected one of {choices}") from None

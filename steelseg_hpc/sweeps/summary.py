@@ -19,6 +19,7 @@ from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import SteelsegError
 from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.sweeps.study import display_url, load_existing_study, open_storage
+from steelseg_hpc.sweeps.tally import tally_trials
 
 
 @dataclass
@@ -57,11 +58,10 @@ def sweep_status(entry: dict[str, str]) -> SweepStatus:
         status.error = str(exc)
         return status
     trials = study.get_trials(deepcopy=False)
-    for trial in trials:
-        status.trials[trial.state.name] = status.trials.get(trial.state.name, 0) + 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if complete:
-        top = max(complete, key=lambda t: t.values[0])
+    tally = tally_trials(trials, study.directions)
+    status.trials = tally.counts
+    if tally.best is not None:
+        top = tally.best
         status.best_value, status.best_params, status.best_trial = top.values[0], top.params, top.number
     for trial in trials:
         if trial.state == TrialState.RUNNING:

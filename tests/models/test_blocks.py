@@ -7,16 +7,10 @@ import torch.nn as nn
 from kornia.filters import MaxBlurPool2D
 
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.models.blocks import (
-    BlockOptions,
-    ConvNormAct,
-    DoubleConv,
-    Downsample,
-    SkipProjection,
-    make_norm,
-    pad_to_multiple,
-    upsample_to,
-)
+from steelseg_hpc.models.base import pad_to_multiple
+from steelseg_hpc.models.blocks import ConvNormAct, DoubleConv, Downsample, SkipProjection, make_norm
+from steelseg_hpc.models.options import BlockOptions
+from steelseg_hpc.models.resize import upsample_to
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "leaky_relu", "glu"])

@@ -50,7 +50,7 @@ class ConvNormAct(nn.Sequential):
 
     With ``activation="glu"`` the block emits ``out_channels`` = a * sigmoid(b), where the 2C
     pre-activation [a, b] comes from a 1x1 conv after the k x k conv ("pointwise") or from the
-    k x k conv itself ("full"); see GLU_MODES for the naive modes. GLUs use
+    k x k conv itself ("full"); ``glu_mode`` records which (None without a GLU). GLUs use
     ``torch.nn.GLU(dim=1)``: nn.GLU's default dim=-1 would split the image width, not the channels.
 
     Example:
@@ -63,17 +63,13 @@ class ConvNormAct(nn.Sequential):
         k = options.kernel_size if kernel_size is None else kernel_size
         conv = _conv_factory(k, dilation, bias=options.norm == "none")  # norms make biases redundant
         mode = options.glu_mode if options.activation == "glu" else None
-        if mode == "split":
-            super().__init__(_SplitGatedConv(conv, in_channels, out_channels, options.norm))
-            return
         conv_out = 2 * out_channels if mode == "full" else out_channels
         layers = [conv(in_channels, conv_out), make_norm(options.norm, conv_out)]
         if mode == "pointwise":
             layers.append(nn.Conv2d(out_channels, 2 * out_channels, 1))
-        elif mode == "dropin":
-            layers.append(conv(out_channels, 2 * out_channels))
         layers.append(nn.GLU(dim=1) if mode else make_activation(options.activation))
         super().__init__(*layers)
+        self.glu_mode = mode
 
 
 def _conv_factory(kernel_size: int, dilation: int, bias: bool):
@@ -85,19 +81,6 @@ def _conv_factory(kernel_size: int, dilation: int, bias: bool):
                          dilation=dilation, bias=bias)
 
     return conv
-
-
-class _SplitGatedConv(nn.Module):
-    """The naive GLU conv the benchmark measures: two convs, two norms, an unfused fp32 gate."""
-
-    def __init__(self, conv, in_channels: int, out_channels: int, norm: str) -> None:
-        super().__init__()
-        self.value, self.gate = conv(in_channels, out_channels), conv(in_channels, out_channels)
-        self.value_norm, self.gate_norm = make_norm(norm, out_channels), make_norm(norm, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.value_norm(self.value(x)), self.gate_norm(self.gate(x))
-        return (value.float() * torch.sigmoid(gate.float())).to(x.dtype)
 
 
 class DoubleConv(nn.Sequential):

@@ -22,10 +22,8 @@ POOLINGS = ("max", "avg", "blur")
 # How a GLU activation gets its 2C pre-activation channels (docs/models.md, "The GLU blow-up"):
 # "pointwise" (ours) gates the k x k conv's output through a 1x1 conv C -> 2C: ~1.05x the FLOPs;
 # "full" (textbook) makes the k x k conv itself emit 2C channels: 2x FLOPs, ~1.6x memory.
-# "split" and "dropin" reproduce naive blocks for the benchmark only: "split" runs separate value
-# and gate k x k convs with their own norms and an unfused fp32 a * sigmoid(b); "dropin" keeps the
-# conv and uses a drop-in gated activation that has its own k x k conv C -> 2C.
-GLU_MODES = ("pointwise", "full", "split", "dropin")
+# The naive blocks the benchmark compares them with are no option (models/naive_glu.py).
+GLU_MODES = ("pointwise", "full")
 
 
 @dataclass(frozen=True)
@@ -36,8 +34,7 @@ class BlockOptions:
         kernel_size: odd kernel of the feature convolutions (3 vanilla, 7 Enhanced).
         norm: "batch", "group" (8 groups or fewer), "instance" or "none".
         activation: "relu", "leaky_relu", "gelu", "silu" or "glu" (torch.nn.GLU over channels).
-        glu_mode: how a GLU gets its gate: "pointwise" (default), "full", or the naive
-            "split" / "dropin" kept for the benchmark (see GLU_MODES above).
+        glu_mode: how a GLU gets its gate: "pointwise" (default) or "full" (see GLU_MODES above).
         pooling: downsampling, "max", "avg" or "blur" (Zhang 2019 anti-aliased max pooling).
     """
 

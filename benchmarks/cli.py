@@ -52,8 +52,9 @@ def build_index(folder: Path, jobs: int) -> Path:
                                   val_pixel_accuracy=0.9, epoch_seconds=12.0, peak_memory_mb=900.0)
                 for epoch in (1, 2)]
         rundir.write_metrics(run, rows)
-        rundir.write_final(run, rundir.FinalSummary(run_dir=str(run.path), stopped="completed", epochs_completed=2,
-                                                    epochs_planned=2, best_epoch=2, best_val_dice=0.42))
+        rundir.write_final(run, rundir.FinalSummary(run_dir=str(run.path), stopped=rundir.STOPPED_COMPLETED,
+                                                    epochs_completed=2, epochs_planned=2, best_epoch=2,
+                                                    best_val_dice=0.42))
         logs = folder / "logs"
         logs.mkdir(exist_ok=True)
         job_id = str(4_000_000 + number)  # a local job's id is its pid: these are long gone

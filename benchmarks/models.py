@@ -25,6 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch  # noqa: E402
 
 from steelseg_hpc.models import architectures, build_model  # noqa: E402
+from steelseg_hpc.models.naive_glu import with_naive_glu  # noqa: E402
 from steelseg_hpc.models.profiling import (  # noqa: E402
     count_parameters,
     forward_gflops,
@@ -32,13 +33,14 @@ from steelseg_hpc.models.profiling import (  # noqa: E402
 )
 
 BASELINE = "unet3plus"
-# (label, registry name, options): the zoo, the efficiency variant, then the GLU candidates.
+# (label, registry name, options, naive GLU block or None): the zoo, the efficiency variant, then
+# the GLU candidates; the naive blocks are no model option, so they are swapped in after the build.
 CNNS = [arch.name for arch in architectures() if arch.width_option == "base_channels"]
-VARIANTS = [(name, name, {}) for name in CNNS] + [
-    ("unet3plus[conv-then-resample]", "unet3plus", {"skip_order": "conv-then-resample"}),
-    ("unet3plus-enhanced-glu[full]", "unet3plus-enhanced-glu", {"glu_mode": "full"}),
-    ("unet3plus-enhanced-glu[split]", "unet3plus-enhanced-glu", {"glu_mode": "split"}),
-    ("unet3plus-enhanced-glu[dropin]", "unet3plus-enhanced-glu", {"glu_mode": "dropin"}),
+VARIANTS = [(name, name, {}, None) for name in CNNS] + [
+    ("unet3plus[conv-then-resample]", "unet3plus", {"skip_order": "conv-then-resample"}, None),
+    ("unet3plus-enhanced-glu[full]", "unet3plus-enhanced-glu", {"glu_mode": "full"}, None),
+    ("unet3plus-enhanced-glu[split]", "unet3plus-enhanced-glu", {}, "split"),
+    ("unet3plus-enhanced-glu[dropin]", "unet3plus-enhanced-glu", {}, "dropin"),
 ]
 
 
@@ -73,9 +75,12 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     models, results = {}, {}
-    for label, name, options in variants:
+    for label, name, options, naive_glu in variants:
         torch.manual_seed(0)
-        model = build_model(name, base_channels=args.base_channels, **options).to(device)
+        model = build_model(name, base_channels=args.base_channels, **options)
+        if naive_glu is not None:
+            model = with_naive_glu(model, naive_glu)
+        model = model.to(device)
         results[label] = {"params": count_parameters(model),
                           "gflops": forward_gflops(model, args.tile), "times": []}
         if args.channels_last:

@@ -155,6 +155,10 @@ class MetricsRow(_Record):
 VALIDATION_METRICS = ("val_dice", "val_miou", "val_pixel_accuracy")
 
 
+#: ``FinalSummary.stopped`` of a run that trained all its epochs.
+STOPPED_COMPLETED = "completed"
+#: ``FinalSummary.stopped`` of a run stopped early: no better val Dice for ``patience`` epochs.
+STOPPED_ON_PATIENCE = "patience"
 #: ``FinalSummary.stopped`` of a run ended by its stop-request file.
 STOPPED_ON_REQUEST = "stop-request"
 #: ``FinalSummary.stopped`` of a run that used up its ``time_budget_s`` of training.
@@ -166,7 +170,7 @@ class FinalSummary(_Record):
     """``final.json``: why and where the run stopped, and its best epoch."""
 
     run_dir: str = ""
-    stopped: str = ""  # "completed", "patience", STOPPED_ON_REQUEST or STOPPED_ON_BUDGET
+    stopped: str = ""  # STOPPED_COMPLETED, STOPPED_ON_PATIENCE, STOPPED_ON_REQUEST or STOPPED_ON_BUDGET
     epochs_completed: int = 0
     epochs_planned: int | None = None
     best_epoch: int | None = None

@@ -208,12 +208,6 @@ def to_uint8(raw: np.ndarray, bit_depth: int, path: Path) -> np.ndarray:
     return scaled
 
 
-def read_image(path: Path, bit_depth: int | None = None) -> np.ndarray:
-    """Read a micrograph as uint8 [H, W], 16-bit data scaled by ``bit_depth`` (default: its own)."""
-    raw, _ = read_raw_image(path)
-    return to_uint8(raw, bit_depth or data_bit_depth(raw), path)
-
-
 def read_mask(path: Path, class_map: ClassMap) -> np.ndarray:
     """Read a mask and encode it as uint8 class indices [H, W].
 

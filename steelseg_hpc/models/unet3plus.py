@@ -21,19 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from steelseg_hpc.models.blocks import (
-    ENHANCED,
-    ENHANCED_GLU,
-    AggregationStage,
-    BlockOptions,
-    ConvNormAct,
-    Encoder,
-    PaddedSegmenter,
-    check_dilation_rates,
-    check_flag,
-    check_skip_order,
-    encoder_widths,
-)
+from steelseg_hpc.models.base import PaddedSegmenter
+from steelseg_hpc.models.blocks import AggregationStage, ConvNormAct, Encoder, encoder_widths
+from steelseg_hpc.models.options import BlockOptions, check_dilation_rates, check_flag, check_skip_order
+from steelseg_hpc.models.presets import ENHANCED, ENHANCED_GLU
 from steelseg_hpc.models.registry import register
 
 

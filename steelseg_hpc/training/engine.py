@@ -8,7 +8,7 @@ runs in fp32 with autocast off, whatever the model computed in.
 
 ``channels_last`` makes the inputs and every activation channels-last (NHWC) while the
 parameters stay contiguous for DeepSpeed (see
-:func:`~steelseg_hpc.models.blocks.channels_last_activations`); ``compile`` compiles the model's
+:func:`~steelseg_hpc.training.channels_last.channels_last_activations`); ``compile`` compiles the model's
 forward in place (``nn.Module.compile``), so its state-dict keys, and so checkpoints and
 evaluation, are those of the eager model. The loss stays eager.
 
@@ -29,8 +29,8 @@ import torch.nn as nn
 
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import build_model
-from steelseg_hpc.models.blocks import channels_last_activations
 from steelseg_hpc.models.losses import SegmentationLoss
+from steelseg_hpc.training.channels_last import channels_last_activations
 from steelseg_hpc.training.compiling import check_compile
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.deepspeed_config import build_deepspeed_config

@@ -20,7 +20,14 @@ from pathlib import Path
 
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.errors import ConfigError, DataError, SteelsegError, TrainingError
-from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow, RunFiles
+from steelseg_hpc.core.rundir import (
+    STOPPED_ON_BUDGET,
+    STOPPED_ON_PATIENCE,
+    STOPPED_ON_REQUEST,
+    FinalSummary,
+    MetricsRow,
+    RunFiles,
+)
 from steelseg_hpc.data import check_same_store, open_store
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig, config_differences, extensions, load_saved_config
@@ -168,7 +175,7 @@ def _finished_reason(path: Path, files: RunFiles, config: RunConfig, changes: di
     if final.stopped == STOPPED_ON_BUDGET and "time_budget_s" not in changes:
         return (f"{path}: stopped at epoch {final.epochs_completed} when its time budget of "
                 f"{config.time_budget_s:g} s of training was used; raise time_budget_s to continue it")
-    if final.stopped == "patience" and "patience" not in changes:
+    if final.stopped == STOPPED_ON_PATIENCE and "patience" not in changes:
         return (f"{path}: stopped early at epoch {final.epochs_completed} (no better val Dice for "
                 f"{config.patience} epochs); raise patience to continue it")
     if config.epochs <= final.epochs_completed:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steelseg_hpc.core.errors import TrainingError
-from steelseg_hpc.core.rundir import MetricsRow
+from steelseg_hpc.core.rundir import STOPPED_COMPLETED, MetricsRow
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.distributed import DistEnv, broadcast
 from steelseg_hpc.training.engine import load_engine_checkpoint, save_engine_checkpoint
@@ -58,7 +58,7 @@ class TrainState:
     resumed_from: str | None = None
     resume_epoch: EpochState | None = None
     trained_seconds: float = 0.0
-    stop_reason: str = "completed"
+    stop_reason: str = STOPPED_COMPLETED
     last_row: MetricsRow | None = None
 
     def record(self, epoch: int, score: float | None) -> bool:

@@ -20,7 +20,13 @@ from collections.abc import Callable
 import torch
 
 from steelseg_hpc.core.errors import TrainingError
-from steelseg_hpc.core.rundir import STOPPED_ON_BUDGET, STOPPED_ON_REQUEST, FinalSummary, MetricsRow
+from steelseg_hpc.core.rundir import (
+    STOPPED_ON_BUDGET,
+    STOPPED_ON_PATIENCE,
+    STOPPED_ON_REQUEST,
+    FinalSummary,
+    MetricsRow,
+)
 from steelseg_hpc.models import architecture
 from steelseg_hpc.models.metrics import SegmentationMetrics
 from steelseg_hpc.training.checkpoints import CheckpointManager
@@ -253,7 +259,7 @@ class Trainer:
             self._note_budget(epoch)
             return False
         if config.patience and state.bad_epochs >= config.patience:
-            state.stop_reason = "patience"
+            state.stop_reason = STOPPED_ON_PATIENCE
             log.info("stopping: val Dice did not improve for %d epochs", config.patience)
             self.progress.note(f"stopping early: val Dice did not improve for {config.patience} epochs")
             return False

@@ -7,16 +7,11 @@ import torch.nn as nn
 from kornia.filters import MaxBlurPool2D
 
 from steelseg_hpc.core.errors import ConfigError
-from steelseg_hpc.models.blocks import (
-    BlockOptions,
-    ConvNormAct,
-    DoubleConv,
-    Downsample,
-    SkipProjection,
-    make_norm,
-    pad_to_multiple,
-    upsample_to,
-)
+from steelseg_hpc.models.base import pad_to_multiple
+from steelseg_hpc.models.blocks import ConvNormAct, DoubleConv, Downsample, SkipProjection, make_norm
+from steelseg_hpc.models.naive_glu import NAIVE_GLU_MODES, with_naive_glu
+from steelseg_hpc.models.options import BlockOptions
+from steelseg_hpc.models.resize import upsample_to
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "leaky_relu", "glu"])
@@ -30,13 +25,23 @@ def test_conv_norm_act_keeps_size_and_sets_width(activation, kernel_size, dilati
     assert conv.dilation == (dilation, dilation)
 
 
-@pytest.mark.parametrize("mode", ["pointwise", "full", "split", "dropin"])
+@pytest.mark.parametrize("mode", ["pointwise", "full"])
 def test_every_glu_mode_gates_channels_not_width(mode):
     block = ConvNormAct(4, 6, BlockOptions(activation="glu", glu_mode=mode))
     assert block(torch.randn(1, 4, 8, 10)).shape == (1, 6, 8, 10)
     glus = [m for m in block.modules() if isinstance(m, nn.GLU)]
-    assert all(g.dim == 1 for g in glus)  # nn.GLU's default dim=-1 would halve the width
-    assert (len(glus) == 1) == (mode != "split")
+    assert len(glus) == 1 and glus[0].dim == 1  # nn.GLU's default dim=-1 would halve the width
+
+
+@pytest.mark.parametrize("mode", NAIVE_GLU_MODES)
+def test_the_benchmarks_naive_glu_blocks_replace_the_glu_blocks_and_gate_channels(mode):
+    with pytest.raises(ConfigError, match="glu_mode"):
+        BlockOptions(activation="glu", glu_mode=mode)  # no option: only the benchmark swaps them in
+    model = with_naive_glu(nn.Sequential(ConvNormAct(4, 6, BlockOptions(activation="glu"))), mode)
+    assert not any(isinstance(m, ConvNormAct) for m in model.modules())
+    assert model(torch.randn(1, 4, 8, 10)).shape == (1, 6, 8, 10)
+    glus = [m for m in model.modules() if isinstance(m, nn.GLU)]
+    assert all(g.dim == 1 for g in glus) and (len(glus) == 1) == (mode != "split")
 
 
 def test_pointwise_glu_is_much_cheaper_than_full_glu():

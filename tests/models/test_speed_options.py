@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from steelseg_hpc.core.errors import ConfigError
 from steelseg_hpc.models import architectures, build_model
-from steelseg_hpc.models import blocks
-from steelseg_hpc.models.blocks import channels_last_activations, upsample_to
+from steelseg_hpc.models import resize
 from steelseg_hpc.models.profiling import measure_step
+from steelseg_hpc.models.resize import upsample_to
+from steelseg_hpc.training.channels_last import channels_last_activations
 
 DENSE = [arch.name for arch in architectures() if arch.width_option == "base_channels"]
 WIDTH = 4
@@ -34,7 +35,7 @@ def _twin(name: str, **options) -> tuple[nn.Module, nn.Module]:
 
 
 class _CountingResize:
-    """Wraps blocks._bilinear to record the size of every resize it writes."""
+    """Wraps resize._bilinear to record the size of every resize it writes."""
 
     def __init__(self, original):
         self.original, self.outputs = original, []
@@ -57,9 +58,9 @@ def test_resize_over_the_limit_is_sliced_and_exactly_equal(monkeypatch, limit, c
     expected = upsample_to(x, (12, 14))
     (expected_grad,) = torch.autograd.grad(expected, x, grad_out)
 
-    counter = _CountingResize(blocks._bilinear)
-    monkeypatch.setattr(blocks, "_bilinear", counter)
-    monkeypatch.setattr(blocks, "MAX_RESIZE_ELEMENTS", limit)
+    counter = _CountingResize(resize._bilinear)
+    monkeypatch.setattr(resize, "_bilinear", counter)
+    monkeypatch.setattr(resize, "MAX_RESIZE_ELEMENTS", limit)
     sliced = upsample_to(x, (12, 14))
     (sliced_grad,) = torch.autograd.grad(sliced, x, grad_out)
 
@@ -70,14 +71,14 @@ def test_resize_over_the_limit_is_sliced_and_exactly_equal(monkeypatch, limit, c
 
 
 def test_resize_under_the_limit_is_one_call(monkeypatch):
-    counter = _CountingResize(blocks._bilinear)
-    monkeypatch.setattr(blocks, "_bilinear", counter)
+    counter = _CountingResize(resize._bilinear)
+    monkeypatch.setattr(resize, "_bilinear", counter)
     upsample_to(torch.randn(16, 8, 5, 5), (10, 10))
     assert counter.outputs == [16 * 8 * 100]
 
 
 def test_the_default_limit_is_int_max():
-    assert blocks.MAX_RESIZE_ELEMENTS == 2**31 - 1
+    assert resize.MAX_RESIZE_ELEMENTS == 2**31 - 1
 
 
 @pytest.mark.slow
@@ -86,12 +87,12 @@ def test_a_model_with_a_tiny_resize_limit_computes_exactly_the_same(monkeypatch,
     torch.manual_seed(0)
     model = build_model(name, base_channels=WIDTH).train()
     x, masks = torch.randn(2, 1, 64, 64), torch.randint(0, 3, (2, 64, 64))
-    whole = _CountingResize(blocks._bilinear)
-    monkeypatch.setattr(blocks, "_bilinear", whole)
+    whole = _CountingResize(resize._bilinear)
+    monkeypatch.setattr(resize, "_bilinear", whole)
     loss, grads = _loss_and_grads(model, x, masks)
     sliced = _CountingResize(whole.original)
-    monkeypatch.setattr(blocks, "_bilinear", sliced)
-    monkeypatch.setattr(blocks, "MAX_RESIZE_ELEMENTS", 5000)  # above one 64 x 64 plane
+    monkeypatch.setattr(resize, "_bilinear", sliced)
+    monkeypatch.setattr(resize, "MAX_RESIZE_ELEMENTS", 5000)  # above one 64 x 64 plane
     sliced_loss, sliced_grads = _loss_and_grads(model, x, masks)
     assert max(whole.outputs) > 5000 >= max(sliced.outputs)
     assert len(sliced.outputs) > len(whole.outputs)

@@ -81,3 +81,18 @@ def test_a_model_option_of_the_wrong_type_names_the_field_and_its_type(tmp_path,
                                        "--run-dir", str(tmp_path / "run"), "--set", f"model.{option}"])
     assert result.exit_code == 2 and result.output.strip() == f"error: {expected}"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mode", ["split", "dropin"])
+def test_the_benchmarks_naive_glu_blocks_are_not_a_model_option(tmp_path, mode):
+    from click.testing import CliRunner
+
+    from steelseg_hpc.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--arch", "unet3plus-enhanced-glu", "--store", str(tmp_path / "s.zarr"),
+                                       "--run-dir", str(tmp_path / "run"), "--set", f"model.glu_mode='{mode}'"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: model: glu_mode {mode!r} is not one of: pointwise, full"
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="glu_mode"):
+        load_run_config(None, ["model.name='elunet-enhanced-glu'", f"model.glu_mode='{mode}'"])

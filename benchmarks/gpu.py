@@ -6,9 +6,9 @@ Usage::
     python benchmarks/gpu.py --device cpu --tiny --json  # the same code path at tiny sizes
     bash benchmarks/gpu.sh                               # on the GPU machine: wheels, then this
 
-The figures come from the suite's own engine: a DeepSpeed ZeRO-2 engine from
-``training.engine.build_engine`` and a run config, the epoch loop ``training.loop.train_one_epoch``
-(noise-scale probes and train metrics on, as in a run), the focal + Jaccard + MS-SSIM loss,
+The figures come from the suite's own engine: a ``training.trainer.Trainer`` built from a run
+config (DeepSpeed ZeRO-2, the epoch loop, noise-scale probes and train metrics on, every rule of
+a run), timed by Trainer hooks at each optimiser step, the focal + Jaccard + MS-SSIM loss,
 precision ``auto`` (bf16 on an H100/H200), and tiles read from a Zarr store that this script
 synthesises and preps first (``synth`` + ``prep``). Two comparison cases leave one thing out
 each: the same engine on tiles already on the device (is the loader the bottleneck?) and a plain
@@ -97,7 +97,7 @@ class Case:
     accumulation: int
     overrides: tuple[str, ...] = ()
     data: str = "store"             # "store" (Zarr, loader workers) or "device" (tiles already there)
-    loop: str = "engine"            # "engine" (DeepSpeed, train_one_epoch) or "plain"
+    loop: str = "engine"            # "engine" (the Trainer) or "plain"
     store: str = "cnn"              # "cnn" or "sam"
     cap_s: float = 150.0
     note: str = ""
@@ -190,12 +190,12 @@ def run_case(spec: dict) -> dict:
     if case.data == "device":
         device_tiles = _tiles_on_device(store, tiles, device)
         train_set = TensorDataset(*device_tiles)
-    loaders = build_loaders(config, env.rank, env.world_size, train_set=train_set, val_set=train_set)
-    if loaders.micro_batches_per_epoch * config.micro_batch != tiles:
-        raise RuntimeError(f"the store has too few training tiles for {spec['steps']} steps")
     if case.loop == "engine":
-        rates, compile_s, peak = _engine_epochs(config, env, device, loaders, num_classes, precision.resolved, spec)
+        rates, compile_s, peak = _engine_epochs(config, env, store, train_set, spec, tiles)
     else:
+        loaders = build_loaders(config, env.rank, env.world_size, train_set=train_set, val_set=train_set)
+        if loaders.micro_batches_per_epoch * config.micro_batch != tiles:
+            raise RuntimeError(f"the store has too few training tiles for {spec['steps']} steps")
         rates, compile_s, peak = _plain_epochs(config, device, device_tiles, num_classes, precision.resolved, spec)
     best = max(rates)
     global_batch = case.micro * case.accumulation
@@ -205,27 +205,50 @@ def run_case(spec: dict) -> dict:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
 
 
-def _engine_epochs(config, env, device, loaders, num_classes, precision, spec):
-    from steelseg_hpc.models.metrics import SegmentationMetrics
-    from steelseg_hpc.training.engine import build_engine
-    from steelseg_hpc.training.loop import train_one_epoch
-    from steelseg_hpc.training.noise_scale import GradientNoiseScale
-    from steelseg_hpc.training.progress import EpochProgress
+def _engine_epochs(config, env, store: str, train_set, spec: dict, tiles: int):
+    """The engine's tiles/s per timed epoch, the compile seconds and the peak memory, measured with
+    Trainer hooks on a real Trainer (every rule of a run applies: noise-scale probes, ZeRO-3 ...)."""
+    import tempfile
 
-    engine, _ = build_engine(config, env, num_classes, loaders.steps_per_epoch, precision, device=device)
-    metrics = SegmentationMetrics(num_classes).to(device)
-    small, big = config.micro_batch, config.micro_batch * config.grad_accumulation
-    noise = GradientNoiseScale(small, big, config.noise_scale.ema_decay) if big > small else None
+    import torch
 
-    def epoch(number: int) -> dict:
-        with EpochProgress(enabled=False) as progress:
-            return train_one_epoch(engine, loaders, number, metrics, device, noise, progress, 1,
-                                   exclude_first_step=config.compile and number == 1)
+    from steelseg_hpc.data import open_store, store_identity
+    from steelseg_hpc.training.run_writer import RunWriter
+    from steelseg_hpc.training.trainer import Trainer
+    from steelseg_hpc.training.weights import base_identity
 
-    warmup = epoch(1)
-    _peak(device, reset=True)
-    rates = [epoch(2 + index)["tiles_per_s"] for index in range(spec["timed_epochs"])]
-    return rates, warmup["compile_seconds"], _peak(device)
+    config = config.model_copy(update={"epochs": 1 + spec["timed_epochs"], "patience": 0, "keep_checkpoints": 1})
+    info = open_store(store)
+    ends: list[float] = []
+    rates: list[float] = []
+    measured = {"peak": 0.0, "compile_s": None}
+    global_batch = config.micro_batch * config.grad_accumulation * env.world_size
+
+    def after_step(trainer, loss: float) -> None:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        ends.append(time.perf_counter())
+        if trainer.state.epoch >= 1 and len(ends) > 1:  # a timed epoch, after its first step
+            measured["peak"] = _peak(trainer.device)
+
+    def after_epoch(trainer, row) -> None:
+        if row.epoch == 1:
+            measured["compile_s"] = row.compile_seconds
+            _peak(trainer.device, reset=True)
+        else:
+            rates.append((len(ends) - 1) * global_batch / (ends[-1] - ends[0]))
+        ends.clear()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer.setup(config, RunWriter(Path(tmp) / "run"), env, info,
+                                base=base_identity(config.model.name, config.model.options(), config.seed),
+                                identity=store_identity(info), train_set=train_set, val_set=train_set)
+        if trainer.loaders.micro_batches_per_epoch * config.micro_batch != tiles:
+            raise RuntimeError(f"the store has too few training tiles for {spec['steps']} steps")
+        trainer.on_step_end.append(after_step)
+        trainer.on_epoch_end.append(after_epoch)
+        trainer.fit()
+    return rates, measured["compile_s"], measured["peak"]
 
 
 def _plain_epochs(config, device, device_tiles, num_classes, precision, spec):

@@ -2,17 +2,23 @@
 
 Run ``python benchmarks/train.py [--json]``. In one run it measures
 
-- ``engine_vs_plain``: best-of-N wall-clock tiles/s (epochs of the two loops alternate, so load
-  drifts hit both) of the DeepSpeed engine's epoch loop (ZeRO-2, bf16 autocast, noise
-  scale probes and metrics on) divided by tiles/s of a plain PyTorch loop (AdamW, bf16 autocast,
-  the same model, loss, data and batch sizes), one process; the target is >= 0.95;
+- ``engine_vs_plain``: best-of-N wall-clock tiles/s of training steps (epochs of the two loops
+  alternate, so load drifts hit both) of a real run of the training engine (``train()``: the
+  Trainer with ZeRO-2, bf16 autocast, noise-scale probes and metrics on, every check a run gets)
+  divided by tiles/s of a plain PyTorch loop (AdamW, bf16 autocast, the same model, loss,
+  loader and batch sizes), one process; the target is >= 0.95;
 - ``zero2_vs_zero0_peak_mem``: peak memory per rank of ZeRO-2 divided by that of stage 0, two
   ranks under torchrun, 27 M-parameter UNet 3+ (``--memory-base-channels 64``); on the CPU
   "memory" is the resident-set peak during steady-state training (after the first optimiser step)
-  minus the resident set just before the engine was built, so the import footprint cancels out.
+  minus the resident set just before ``train()`` started, so the import footprint cancels out.
+
+The engine is driven through ``train()`` with Trainer hooks: the step hook timestamps every
+optimiser step (a rate excludes each epoch's first step, as the plain loop's does) and the epoch
+hook runs one plain epoch on the trainer's own training loader, so both loops read the same tiles
+(of a small synthetic store made in a temporary folder) in the same order of machine load.
 
 Defaults are sized for a 2-core CPU (a few minutes); ``--base-channels 64 --tile 800`` on a GPU
-gives the paper-width figure. Data are random tiles held in memory, so the loader is not measured.
+gives the paper-width figure.
 """
 from __future__ import annotations
 
@@ -38,79 +44,79 @@ def _config(args, zero_stage: int, extra: list[str] | None = None):
     ], arch=args.arch, zero_stage=zero_stage, precision="bf16")
 
 
-def _dataset(args, tiles: int):
-    import torch
-    from torch.utils.data import TensorDataset
+def _store(folder: Path, args, tiles: int) -> str:
+    """A synthetic store with at least ``tiles`` training tiles of ``args.tile`` pixels."""
+    from steelseg_hpc.data import load_spec, make_synthetic_dataset, prepare
 
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(tiles, 1, args.tile, args.tile, generator=generator)
-    masks = torch.randint(0, 3, (tiles, args.tile, args.tile), generator=generator)
-    return TensorDataset(images, masks)
-
-
-def engine_epoch(args):
-    """A function that trains one epoch through the engine's loop and returns its tiles/s."""
-    from steelseg_hpc.models.metrics import SegmentationMetrics
-    from steelseg_hpc.training.data_loading import build_loaders
-    from steelseg_hpc.training.distributed import setup_distributed
-    from steelseg_hpc.training.engine import build_engine
-    from steelseg_hpc.training.loop import train_one_epoch
-    from steelseg_hpc.training.noise_scale import GradientNoiseScale
-    from steelseg_hpc.training.progress import EpochProgress
-
-    config = _config(args, zero_stage=args.engine_stage, extra=args.set)
-    env = setup_distributed()
-    data = _dataset(args, args.steps * args.micro_batch * args.accumulation)
-    loaders = build_loaders(config, env.rank, env.world_size, train_set=data, val_set=data)
-    engine, _ = build_engine(config, env, 3, loaders.steps_per_epoch)
-    metrics = SegmentationMetrics(3, ["a", "b", "c"]).to(engine.device)
-    noise = GradientNoiseScale(config.micro_batch, config.micro_batch * config.grad_accumulation)
-    epochs = iter(range(1, 10**6))
-
-    def run_epoch() -> tuple[float, float]:
-        cpu_start = time.process_time()
-        with EpochProgress(enabled=False) as progress:
-            stats = train_one_epoch(engine, loaders, next(epochs), metrics, engine.device, noise, progress, 1)
-        tiles = stats["tiles_per_s"] * stats["train_seconds"]
-        return stats["tiles_per_s"], tiles / (time.process_time() - cpu_start)
-
-    return run_epoch
+    per_image = 8  # a 2x2 grid of tiles per image, no overlap, and one augmented copy of each
+    images = max(2, -(-tiles // per_image))
+    spec = make_synthetic_dataset(folder / "raw", groups=(images + 3,), size=(2 * args.tile, 2 * args.tile),
+                                  seed=0, tile_size=args.tile, stride=args.tile, copies=1, force=True)
+    store = folder / "store.zarr"
+    prepare(load_spec(spec), store, workers=0)
+    return str(store)
 
 
-def plain_epoch(args):
-    """The same epoch as a textbook loop: same model, loss, AdamW, bf16 autocast, accumulation."""
-    import torch
-    from torch.utils.data import DataLoader
+class StepClock:
+    """A step hook: the wall and CPU time of each optimiser step's end, per epoch."""
 
-    from steelseg_hpc.training.engine import build_loss, build_model_for_run
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
 
-    config = _config(args, zero_stage=0, extra=args.set)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model_for_run(config, 3).to(device).train()
-    loss_fn = build_loss(config, 3).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
-                                  weight_decay=config.optimizer.weight_decay)
-    data = _dataset(args, args.steps * args.micro_batch * args.accumulation)
-    loader = DataLoader(data, batch_size=args.micro_batch, shuffle=True, drop_last=True)
+    def __call__(self, trainer, loss: float) -> None:
+        if trainer.device.type == "cuda":
+            import torch
 
-    def run_epoch() -> tuple[float, float]:
-        start, cpu_start, tiles = time.perf_counter(), time.process_time(), 0
-        for index, (images, masks) in enumerate(loader):
-            images, masks = images.to(device), masks.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                outputs = model(images)
-            loss = loss_fn(outputs.float(), masks) / args.accumulation
-            loss.backward()
-            if (index + 1) % args.accumulation == 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            tiles += images.shape[0]
-        if device.type == "cuda":
             torch.cuda.synchronize()
-        return tiles / (time.perf_counter() - start), tiles / (time.process_time() - cpu_start)
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
-    return run_epoch
+    def rates(self, tiles_per_step: int) -> tuple[float, float]:
+        """Tiles per wall-second and per CPU-second after the first step; the clock restarts."""
+        steps = len(self.wall) - 1
+        if steps < 1:
+            raise SystemExit("benchmarks/train.py: --steps must be at least 2 (the first step is not timed)")
+        rates = (steps * tiles_per_step / (self.wall[-1] - self.wall[0]),
+                 steps * tiles_per_step / (self.cpu[-1] - self.cpu[0]))
+        self.wall, self.cpu = [], []
+        return rates
+
+
+class PlainLoop:
+    """The same training as a textbook loop: same model, loss, AdamW, bf16 autocast, accumulation."""
+
+    def __init__(self, trainer, accumulation: int):
+        import torch
+
+        from steelseg_hpc.training.engine import build_loss, build_model_for_run
+
+        config, classes = trainer.config, trainer.weights_meta.num_classes
+        self.device, self.loader, self.accumulation = trainer.device, trainer.loaders.train, accumulation
+        self.model = build_model_for_run(config, classes).to(self.device).train()
+        self.loss_fn = build_loss(config, classes).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optimizer.lr,
+                                           weight_decay=config.optimizer.weight_decay)
+        self.grad_clip, self.clock = config.grad_clip, StepClock()
+
+    def epoch(self, trainer) -> tuple[float, float]:
+        import torch
+
+        tiles_per_step = 0
+        for index, (images, masks) in enumerate(self.loader):
+            images, masks = images.to(self.device), masks.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                outputs = self.model(images)
+            loss = self.loss_fn(outputs.float(), masks) / self.accumulation
+            loss.backward()
+            tiles_per_step += images.shape[0]
+            if (index + 1) % self.accumulation == 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.clock(trainer, float(loss))
+                per_step, tiles_per_step = tiles_per_step, 0
+        return self.clock.rates(per_step)
 
 
 def throughput(args) -> dict[str, float]:
@@ -118,20 +124,36 @@ def throughput(args) -> dict[str, float]:
 
     ``engine_vs_plain`` compares wall-clock rates. ``engine_vs_plain_cpu`` compares tiles per
     CPU-second of the process: steadier when other users load a shared machine, but it also
-    charges the engine for its communication threads.
+    charges the engine for its communication threads. The first epoch of each is a warm-up.
     """
-    plain, engine = plain_epoch(args), engine_epoch(args)
-    plain(), engine()  # warm-up
-    plain_rates, engine_rates = [], []
-    for _ in range(args.rounds):
-        plain_rates.append(plain())
-        engine_rates.append(engine())
-    best = lambda rates, i: max(rate[i] for rate in rates)  # noqa: E731
+    from steelseg_hpc.training import TrainerHooks, train
+
+    tiles_per_step = args.micro_batch * args.accumulation
+    engine_clock, plain_rates, engine_rates = StepClock(), [], []
+    plain: list[PlainLoop] = []
+    probes: list[bool] = []
+
+    def after_epoch(trainer, row) -> None:
+        probes.append(row.noise_scale_b_simple is not None)
+        engine_rates.append(engine_clock.rates(tiles_per_step))
+        if not plain:
+            plain.append(PlainLoop(trainer, args.accumulation))
+        plain_rates.append(plain[0].epoch(trainer))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tiles = args.steps * tiles_per_step
+        config = _config(args, zero_stage=args.engine_stage, extra=[
+            f"data.store={_store(Path(tmp), args, tiles)}", f"data.max_train_tiles={tiles}",
+            f"epochs={args.rounds + 1}", "patience=0", "keep_checkpoints=1", *args.set])
+        train(config, Path(tmp) / "run", hooks=TrainerHooks(on_step_end=(engine_clock,), on_epoch_end=(after_epoch,)))
+    best = lambda rates, i: max(rate[i] for rate in rates[1:])  # noqa: E731
     return {
         "engine_vs_plain": best(engine_rates, 0) / best(plain_rates, 0),
         "engine_vs_plain_cpu": best(engine_rates, 1) / best(plain_rates, 1),
         "engine_tiles_per_s": best(engine_rates, 0),
         "plain_tiles_per_s": best(plain_rates, 0),
+        # The engine's own rule (two batch sizes, ZeRO stage < 3) decides, as in any run.
+        "noise_scale_measured": all(probes),
     }
 
 
@@ -140,41 +162,48 @@ def memory_worker(args) -> None:
     import torch
     import torch.distributed as dist
 
-    from steelseg_hpc.training.distributed import setup_distributed
-    from steelseg_hpc.training.engine import build_engine
+    from steelseg_hpc.training import TrainerHooks, train
     from steelseg_hpc.training.host_facts import peak_memory_mb, reset_peak_memory
 
-    config = _config(args, zero_stage=args.stage, extra=args.set)
-    env = setup_distributed()
-    data = _dataset(args, 4 * args.micro_batch * args.accumulation)
-    reset_peak_memory()
-    before = peak_memory_mb()
-    engine, _ = build_engine(config, env, 3, 2)
-    for index in range(len(data) // args.micro_batch):
-        if index == args.accumulation:
+    steps = {"n": 0, "peak": 0.0}
+
+    def after_step(trainer, loss: float) -> None:
+        steps["n"] += 1
+        if steps["n"] == 1:
             # After one full step every buffer exists; what follows is the training steady state
             # (the one-off copies DeepSpeed makes while flattening parameters are left out).
             reset_peak_memory()
-        images, masks = data[index * args.micro_batch:(index + 1) * args.micro_batch]
-        loss, _ = engine(images.to(engine.device), masks.to(engine.device))
-        engine.backward(loss)
-        engine.step()
-    growth = torch.tensor([peak_memory_mb() - before], dtype=torch.float64)
+        else:
+            steps["peak"] = peak_memory_mb()  # training steps only: not validation, not the checkpoint
+
+    config = _config(args, zero_stage=args.stage, extra=[
+        f"data.store={args.store}", f"data.max_train_tiles={4 * args.micro_batch * args.accumulation * 2}",
+        "epochs=1", "noise_scale.enabled=false", *args.set])
+    reset_peak_memory()
+    before = peak_memory_mb()
+    train(config, Path(args.out).parent / f"run-{args.stage}", hooks=TrainerHooks(on_step_end=(after_step,)))
+    growth = torch.tensor([steps["peak"] - before], dtype=torch.float64)
     dist.all_reduce(growth)
-    if env.rank == 0:
-        Path(args.out).write_text(json.dumps({"peak_growth_mb": float(growth) / env.world_size}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(args.out).write_text(json.dumps({"peak_growth_mb": float(growth) / int(os.environ["WORLD_SIZE"])}))
 
 
 def peak_memory_per_rank(args, stage: int) -> float:
+    from steelseg_hpc.training.distributed import free_port
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "mem.json"
+        small = argparse.Namespace(**{**vars(args), "tile": 32})
+        store = _store(Path(tmp), small, 16)
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_port", str(29700 + stage), __file__, "--memory-worker", "--stage", str(stage),
-                   "--out", str(out), "--arch", args.arch, "--base-channels", str(args.memory_base_channels),
-                   "--tile", "32", "--micro-batch", "1", "--accumulation", "1",
-                   *[f"--set={item}" for item in args.set]]
+                   "--master_port", str(free_port()), __file__, "--memory-worker", "--stage", str(stage),
+                   "--out", str(out), "--store", store, "--arch", args.arch,
+                   "--base-channels", str(args.memory_base_channels), "--tile", "32", "--micro-batch", "1",
+                   "--accumulation", "1", *[f"--set={item}" for item in args.set]]
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"benchmarks/train.py: the ZeRO-{stage} memory run failed:\n{done.stderr[-3000:]}")
         return json.loads(out.read_text())["peak_growth_mb"]
 
 
@@ -197,6 +226,7 @@ def main() -> None:
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(args)

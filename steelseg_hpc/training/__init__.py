@@ -14,6 +14,7 @@ from steelseg_hpc.core.lazy import lazy_exports
 __all__ = [
     "RunConfig",
     "StopRequest",
+    "TrainerHooks",
     "TrainingPreempted",
     "load_run_config",
     "load_saved_config",
@@ -27,4 +28,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "load_saved_config": "config",
     "StopRequest": "preemption",
     "TrainingPreempted": "preemption",
+    "TrainerHooks": "trainer",
 })

@@ -33,7 +33,7 @@ from steelseg_hpc.training.oom import is_out_of_memory, out_of_memory_advice
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
 from steelseg_hpc.training.resume import FINISHED, plan_resume
 from steelseg_hpc.training.run_writer import RunWriter
-from steelseg_hpc.training.trainer import Trainer
+from steelseg_hpc.training.trainer import Trainer, TrainerHooks
 from steelseg_hpc.training.weights import base_identity
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ __all__ = ["train", "StopRequest", "TrainingPreempted"]
 
 
 def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
-          restart: bool = False) -> FinalSummary:
+          restart: bool = False, hooks: TrainerHooks | None = None) -> FinalSummary:
     """Train (or resume, or extend) one run; every rank of the job calls this.
 
     Args:
@@ -56,6 +56,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
             validation lets the run finish normally.
         restart: Start over when the run directory holds a history but no intact checkpoint
             (its files are moved aside to ``RUN_DIR.damaged-TIMESTAMP``), instead of refusing.
+        hooks: Called after each optimiser step and each finished epoch, on every rank (the
+            benchmarks time the training steps with them).
 
     Returns:
         The summary also written to ``final.json``: epochs run, best epoch and val Dice, the last
@@ -96,6 +98,8 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
         try:
             trainer = Trainer.setup(config, run, env, store, base=base, identity=identity, changes=changes,
                                     restart=restart, stop=stop)
+            if hooks is not None:
+                hooks.install(trainer)
             with run_log(run.attach_log if env.is_main else None, third_party):
                 return _fit(trainer)
         except (torch.OutOfMemoryError, RuntimeError) as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -52,6 +53,23 @@ log = logging.getLogger(__name__)
 StepHook = Callable[["Trainer", float], None]
 #: ``hook(trainer, row)`` after each finished epoch's row and checkpoint are written.
 EpochHook = Callable[["Trainer", MetricsRow], None]
+
+
+@dataclass(frozen=True)
+class TrainerHooks:
+    """Hooks to add to the :class:`Trainer` that :func:`~steelseg_hpc.training.api.train` builds.
+
+    Example:
+        >>> steps = []
+        >>> hooks = TrainerHooks(on_step_end=(lambda trainer, loss: steps.append(loss),))
+    """
+
+    on_step_end: tuple[StepHook, ...] = ()
+    on_epoch_end: tuple[EpochHook, ...] = ()
+
+    def install(self, trainer: "Trainer") -> None:
+        trainer.on_step_end.extend(self.on_step_end)
+        trainer.on_epoch_end.extend(self.on_epoch_end)
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -122,7 +140,8 @@ class Trainer:
 
     @classmethod
     def setup(cls, config: RunConfig, run: RunWriter, env: DistEnv, store, *, base: dict, identity: dict,
-              changes: dict | None = None, restart: bool = False, stop: StopRequest | None = None) -> "Trainer":
+              changes: dict | None = None, restart: bool = False, stop: StopRequest | None = None,
+              train_set=None, val_set=None) -> "Trainer":
         """Validate everything that can fail, then write the run directory (collective).
 
         Args:
@@ -135,11 +154,13 @@ class Trainer:
             changes: ``{key: (old, new)}`` of an extended run (raised ``epochs`` or ``patience``).
             restart: Move a history without an intact checkpoint aside instead of refusing it.
             stop: An installed stop request, checked before every optimiser step.
+            train_set, val_set: Datasets to train and validate on instead of the store's splits
+                (``benchmarks/gpu.py`` times the engine on tiles already on the GPU).
         """
         arch = architecture(config.model.name)
         device = device_for(env)
         precision = resolve_precision(config.precision, device.type)
-        loaders = build_loaders(config, env.rank, env.world_size)
+        loaders = build_loaders(config, env.rank, env.world_size, train_set=train_set, val_set=val_set)
         engine, step = build_engine(config, env, store.num_classes, loaders.steps_per_epoch, precision.resolved)
         parameters = list(step.model.parameters())
         checkpoints = CheckpointManager(run.checkpoints, keep=config.keep_checkpoints,

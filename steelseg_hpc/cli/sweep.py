@@ -111,16 +111,9 @@ def _print_plan(driver) -> None:
 
 
 def _detach(driver, options: dict) -> None:
-    # refused now, not in the job (which moves old trial directories aside itself, under the lock)
-    driver.check_study(sweeps.existing_study(driver.spec.name, driver.storage_url), set_aside=False)
-    profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
-    executor = launch.Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
-    options = {**options, "profile": str(driver.profile_file), "index": options["index"],
-               "store": str(driver.spec.store)}
-    job = executor.submit(sweeps.DriverJob(str(driver.spec_file), options))
-    sweeps.record_driver_job(driver.folder, sweeps.driver_row(driver.spec.name, driver.folder, profile.executor, job))
-    console.print(f"sweep {driver.spec.name}: driver submitted as job {job.job_id} ({profile.executor}); "
-                  f"its log: {job.paths.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
+    row = sweeps.detach_driver(driver, options)
+    console.print(f"sweep {driver.spec.name}: driver submitted as job {row.job_id} ({row.executor}); "
+                  f"its log: {row.stdout}; watch it with: steelseg-hpc status {driver.spec.name}",
                   highlight=False)
 
 

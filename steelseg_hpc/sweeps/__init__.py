@@ -6,9 +6,10 @@ One driver process owns the study and keeps trials in flight as jobs of the laun
 from steelseg_hpc.core.lazy import lazy_exports
 
 __all__ = ["DriverJob", "Scheduler", "SearchSpace", "StudyLocation", "SweepDriver", "SweepRecord",
-           "SweepSpec", "all_sweeps", "check_no_driver", "display_url", "driver_row", "existing_study",
-           "failure_line", "load_existing_study", "load_sweep", "locate_study", "open_storage",
-           "read_record", "record_driver_job", "resolve_sweep_path", "storage_url", "tally_trials"]
+           "SweepSpec", "all_sweeps", "check_no_driver", "detach_driver", "display_url", "driver_row",
+           "existing_study", "failure_line", "load_existing_study", "load_sweep", "locate_study",
+           "open_storage", "read_record", "record_driver_job", "resolve_sweep_path", "storage_url",
+           "tally_trials"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepSpec": "config",
@@ -18,6 +19,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepDriver": "driver",
     "DriverJob": "detach",
     "check_no_driver": "detach",
+    "detach_driver": "detach",
     "driver_row": "detach",
     "record_driver_job": "detach",
     "failure_line": "failures",

@@ -20,8 +20,9 @@ import submitit
 from steelseg_hpc.compute.run_lock import RunLock, is_stale
 from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.core.io import atomic_write_json
-from steelseg_hpc.launch import ExperimentIndex, JobHandle, JobRow
+from steelseg_hpc.launch import Executor, ExperimentIndex, JobHandle, JobRow
 from steelseg_hpc.sweeps.driver import SweepDriver
+from steelseg_hpc.sweeps.guards import existing_study
 
 #: The detached driver's job, under the sweep's folder.
 DRIVER_JOB = Path("driver") / "job.json"
@@ -80,3 +81,23 @@ class DriverJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # The first start queued the failed points' retries: a requeued driver must not queue more.
         return submitit.helpers.DelayedSubmission(DriverJob(self.sweep_file, {**self.options, "retry_failed": False}))
+
+
+def detach_driver(driver: SweepDriver, options: dict) -> JobRow:
+    """Submit ``driver`` as a CPU job of its profile (``sweep --detach``); the driver job's row.
+
+    Args:
+        options: The :meth:`SweepDriver.from_files` keyword arguments the driver was made with.
+
+    Raises:
+        DataError, ConfigError: the study would be refused (checked now, not in the job, which
+            moves old trial directories aside itself, under the lock).
+    """
+    driver.check_study(existing_study(driver.spec.name, driver.storage_url), set_aside=False)
+    profile = driver.profile.model_copy(update={"gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1})
+    executor = Executor(profile, driver.folder / "driver", job_name=f"{driver.spec.name}-driver")
+    options = {**options, "profile": str(driver.profile_file), "store": str(driver.spec.store)}
+    job = executor.submit(DriverJob(str(driver.spec_file), options))
+    row = driver_row(driver.spec.name, driver.folder, profile.executor, job)
+    record_driver_job(driver.folder, row)
+    return row

@@ -27,7 +27,15 @@ MARIADB_SOCKET="$DB_DIR/run/mariadbd.sock"
 OPTUNA_URL_FILE="$SLURM_HOME/optuna-storage-url"  # an RDB for sweeps: --storage "$(cat ...)"
 SLURMDBD_PID="$RUN_DIR/slurmdbd.pid"
 SLURMCTLD_PID="$RUN_DIR/slurmctld.pid"
-SLURMD_PID="$RUN_DIR/slurmd.pid"
+SLURMD_PID="$RUN_DIR/slurmd.pid"            # the one node's slurmd (--nodes 1)
+NODES_FILE="$SLURM_HOME/nodes"               # how many nodes the running cluster was made with
+
+# --nodes N >= 2: nodes n1..nN, each a slurmd in its own network namespace (address
+# $NODE_NET.(10+i) on a bridge of this machine, no route out) and UTS namespace (hostname nI).
+NODE_NET="${STEELSEG_SLURM_NODE_NET:-10.77.0}"
+BRIDGE=steelsegbr0
+CTLD_ADDR_MULTI="$NODE_NET.1"
+HOSTS_MARK="# steelseg-local-cluster"
 
 log() { printf '[local-slurm] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -56,13 +64,43 @@ wait_for() {
     done
 }
 
-# node_state: the state of our one node as sinfo prints it (idle, mix, alloc, down*, ...).
-node_state() {
-    sinfo -h -N -n "$(hostname -s)" -o '%t' 2>/dev/null | head -n 1
+# recorded_nodes: the N the cluster's configs were written for (1 when never recorded).
+recorded_nodes() {
+    if [[ -s $NODES_FILE ]]; then tr -dc '0-9' <"$NODES_FILE"; else echo 1; fi
 }
 
-node_usable() {
-    [[ $(node_state) =~ ^(idle|mix|mixed|alloc|allocated|comp|completing)$ ]]
+# node_names N: the compute nodes of an N-node cluster.
+node_names() {
+    local n=$1 i
+    if ((n == 1)); then hostname -s; return; fi
+    for ((i = 1; i <= n; i++)); do echo "n$i"; done
+}
+
+node_netns() { echo "steelseg-$1"; }            # NODE -> its network namespace
+node_addr() { echo "$NODE_NET.$((10 + ${1#n}))"; }  # nI -> its address
+slurmd_pid_file() {                              # NODE N -> the pid file of its slurmd
+    if (($2 == 1)); then echo "$SLURMD_PID"; else echo "$RUN_DIR/slurmd-$1.pid"; fi
+}
+
+# node_state [NODE]: a node's state as sinfo prints it (idle, mix, alloc, down*, ...).
+node_state() {
+    sinfo -h -N -n "${1:-$(hostname -s)}" -o '%t' 2>/dev/null | head -n 1
+}
+
+# nodes_usable N: every node of the N-node cluster can take jobs.
+nodes_usable() {
+    local node
+    for node in $(node_names "$1"); do
+        [[ $(node_state "$node") =~ ^(idle|mix|mixed|alloc|allocated|comp|completing)$ ]] || return 1
+    done
+}
+
+node_usable() { nodes_usable "$(recorded_nodes)"; }
+
+# slurmd_pids N: the live slurmd pids of an N-node cluster.
+slurmd_pids() {
+    local node
+    for node in $(node_names "$1"); do pid_of "$(slurmd_pid_file "$node" "$1")"; done
 }
 
 # mariadb_cli ARGS...: the mariadb client on our private socket, as the DB's root (unix socket auth).

@@ -44,6 +44,18 @@ def _dry_run(tiny_store, tmp_path):
         "--dry-run"])
 
 
+def _assert_refused_before_queueing(experiment, tiny_store, tmp_path, index, dry_run_says: list[str],
+                                    error: type[Exception], launch_says: str) -> None:
+    """``--dry-run`` exits 2 saying ``dry_run_says``; ``launch`` raises ``error`` and queues nothing."""
+    result = _dry_run(tiny_store, tmp_path)
+    assert result.exit_code == 2, result.output
+    for words in dry_run_says:
+        assert words in result.output, result.output
+    with pytest.raises(error, match=launch_says):
+        submit_experiment(experiment, load_profile(LOCAL), index)
+    assert not index.path.exists()  # nothing was queued or recorded
+
+
 def test_dry_run_refuses_a_finished_run_whose_config_changed(tiny_store, tmp_path):
     _earlier_run(tiny_store, tmp_path, 2, "completed", grad_clip=0.123)
     result = _dry_run(tiny_store, tmp_path)
@@ -78,24 +90,16 @@ def test_dry_run_shows_an_extension_and_a_resume(tiny_store, tmp_path):
 def test_dry_run_and_launch_refuse_trained_epochs_without_a_checkpoint_before_queueing(tiny_store, tmp_path, index):
     # Two trained epochs, no checkpoint: the job would refuse to start a second history and die.
     experiment, _ = _earlier_run(tiny_store, tmp_path, 2, None)
-    result = _dry_run(tiny_store, tmp_path)
-    assert result.exit_code == 2, result.output
-    assert "unet3plus-s0:" in result.output and "nothing to resume from" in result.output
-    with pytest.raises(TrainingError, match="unet3plus-s0: .*2 trained epoch.*its checkpoints are gone"):
-        submit_experiment(experiment, load_profile(LOCAL), index)
-    assert not index.path.exists()
+    _assert_refused_before_queueing(experiment, tiny_store, tmp_path, index, ["unet3plus-s0:", "nothing to resume from"],
+                                    TrainingError, "unet3plus-s0: .*2 trained epoch.*its checkpoints are gone")
 
 
 def test_dry_run_and_launch_refuse_a_run_trained_on_another_stores_content(tiny_store, tmp_path, index):
     experiment, job = _earlier_run(tiny_store, tmp_path, 1, None)
     other = {"path": "/elsewhere/store.zarr", "dataset": "other", "num_classes": 5, "spec_hash": "0123abcd"}
     rundir.write_run_info(RunFiles(job.run.run_dir), RunInfo(arch="unet3plus", store=other))
-    result = _dry_run(tiny_store, tmp_path)
-    assert result.exit_code == 2, result.output
-    assert "is not the store" in result.output and "0123abcd" in result.output
-    with pytest.raises(DataError, match="unet3plus-s0: .*is not the store .* was trained on"):
-        submit_experiment(experiment, load_profile(LOCAL), index)
-    assert not index.path.exists()
+    _assert_refused_before_queueing(experiment, tiny_store, tmp_path, index, ["is not the store", "0123abcd"],
+                                    DataError, "unet3plus-s0: .*is not the store .* was trained on")
 
 
 # Every job started with this on its PYTHONPATH fails at its first training step, as a bug would.

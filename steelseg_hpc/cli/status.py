@@ -83,7 +83,8 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
 
 
 def render_status(rows) -> Group | Text:
-    """A rich table of job statuses, plus the reason and stderr tail of each failed job.
+    """A rich table of job statuses, plus why each requeued job was requeued and the reason and
+    stderr tail of each failed job.
 
     Columns: job id, architecture, (seed), SLURM state, node, elapsed, epoch/total, best val
     Dice, val pixel accuracy, peak memory (GiB), seconds per epoch.
@@ -111,6 +112,9 @@ def render_status(rows) -> Group | Text:
         table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
     parts: list = [table]
     for row in rows:
+        if row.requeues:
+            parts.append(Text(f"{row.job_id} {row.arch} requeued {len(row.requeues)}x (each attempt resumes "
+                              f"from the last checkpoint): {'; '.join(row.requeues)}", style="yellow"))
         if row.state in PROBLEM_STATES:
             parts.append(Text(f"{row.job_id} {row.arch} {row.state}: {row.reason or 'no reason given'}",
                               style="bold red"))

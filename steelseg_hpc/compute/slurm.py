@@ -47,6 +47,25 @@ class JobRecord:
     elapsed: str = ""
     exit_code: str = ""
     reason: str = ""
+    #: Earlier attempts of a requeued job, oldest first, in words (e.g. "node failure on n[1-2]").
+    requeues: tuple[str, ...] = ()
+
+
+#: Why an attempt of a job ended and it ran again, by the state ``sacct -D`` records for it.
+_ATTEMPT_ENDINGS = {"NODE_FAIL": "node failure", "REQUEUED": "requeued (time limit or preemption signal)",
+                    "PREEMPTED": "preempted", "BOOT_FAIL": "node failed to boot", "FAILED": "failed"}
+
+
+def describe_attempt(state: str, node: str) -> str:
+    """One earlier attempt of a job in words.
+
+    Example:
+        >>> describe_attempt("NODE_FAIL", "n[1-2]")
+        'node failure on n[1-2] (NODE_FAIL)'
+    """
+    words = _ATTEMPT_ENDINGS.get(state, state.lower())
+    where = f" on {node}" if node and node not in ("None assigned", "None") else ""
+    return f"{words}{where} ({state})"
 
 
 def _run(args: list[str], timeout: float = 30) -> str:
@@ -125,7 +144,8 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobRecord]:
     # Array tasks are accounted under their own id ("12_3"), but sacct -j wants the parent id too.
     query = sorted({job_id.split("_")[0] for job_id in job_ids} | wanted)
     try:
-        out = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(query),
+        # -D lists every attempt of a requeued job, oldest first; the last is the current one.
+        out = _run(["sacct", "-X", "-D", "-P", "-n", "-j", ",".join(query),
                     "-o", "JobID,State,NodeList,Elapsed,ExitCode,Reason"])
     except LaunchError as exc:
         # Clusters without accounting ("Slurm accounting storage is disabled") still have squeue;
@@ -136,8 +156,10 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobRecord]:
         parts = line.split("|")
         if len(parts) >= 6 and parts[0] in wanted:
             job_id, state, node, elapsed, exit_code, reason = parts[:6]
+            earlier = records.get(job_id)
+            requeues = () if earlier is None else (*earlier.requeues, describe_attempt(earlier.state, earlier.node))
             records[job_id] = JobRecord(job_id, _base_state(state), node, elapsed, exit_code,
-                                        "" if reason == "None" else reason)
+                                        "" if reason == "None" else reason, requeues)
     # squeue is authoritative while a job is pending or running (sacct lags by about a second).
     try:
         live = _run(["squeue", "-h", "-r", "-j", ",".join(query), "-o", "%i|%T|%N|%M|%r"])
@@ -147,9 +169,9 @@ def query_jobs(job_ids: list[str]) -> dict[str, JobRecord]:
         parts = line.split("|")
         if len(parts) == 5 and parts[0] in wanted:
             job_id, state, node, elapsed, reason = parts
-            records[job_id] = JobRecord(job_id, _base_state(state), node, elapsed,
-                                        records.get(job_id, JobRecord(job_id, "")).exit_code,
-                                        "" if reason == "None" else reason)
+            accounted = records.get(job_id, JobRecord(job_id, ""))
+            records[job_id] = JobRecord(job_id, _base_state(state), node, elapsed, accounted.exit_code,
+                                        "" if reason == "None" else reason, accounted.requeues)
     return records
 
 

@@ -60,6 +60,8 @@ class RunFiles:
         self.checkpoints = self.path / "checkpoints"
         # Its presence asks a running run to end at its next optimiser step (a sweep prunes so).
         self.stop_request = self.path / "STOP"
+        # Where the ranks of a job agree on their rendezvous port (every node sees the run directory).
+        self.rendezvous = self.path / ".rendezvous"
 
     def eval_dir(self, split: str, tta: bool = False) -> Path:
         """Where ``evaluate`` writes its results for ``split`` (with or without flip TTA)."""

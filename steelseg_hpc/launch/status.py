@@ -51,6 +51,8 @@ class JobStatus:
     epoch_seconds: float | None = None
     reason: str = ""
     exit_code: str = ""
+    #: Earlier attempts of the job that SLURM (or submitit) requeued, oldest first, in words.
+    requeues: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)
     stdout: str = ""
     stderr: str = ""
@@ -178,6 +180,7 @@ def job_states(rows: list[JobRow], index: ExperimentIndex) -> list[JobStatus]:
             if record is not None:
                 status.state, status.node, status.elapsed = record.state, record.node, record.elapsed
                 status.reason, status.exit_code = record.reason, record.exit_code
+                status.requeues = list(record.requeues)
             else:
                 status.state, status.reason = _forgotten_state(row, index)
         else:

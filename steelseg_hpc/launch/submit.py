@@ -49,7 +49,7 @@ def plan_experiment(experiment: Experiment, profile: ClusterProfile) -> list[Res
         cluster, a store is missing, a run config does not resolve).
     """
     check_profile(profile)
-    return check_experiment(_absolute(experiment))
+    return check_experiment(_absolute(experiment), world_size=profile.world_size())
 
 
 def submit_experiment(

@@ -76,17 +76,25 @@ def check_evaluation_splits(experiment: Experiment) -> None:
                               "see the spec's whole_image_splits)")
 
 
-def resolve_and_plan(experiment: Experiment, run: PlannedRun) -> ResolvedRun:
-    """One job's run config and the engine's own plan for its run dir; a refused plan is refused now."""
+def resolve_and_plan(experiment: Experiment, run: PlannedRun, world_size: int | None = None) -> ResolvedRun:
+    """One job's run config and the engine's own plan for its run dir; a refused plan is refused now.
+
+    ``world_size`` is the number of ranks the job will have (the profile's nodes × tasks).
+    """
     config = resolve_run(experiment, run)
-    plan = plan_resume(run.run_dir, config)
+    plan = plan_resume(run.run_dir, config, world_size=world_size)
     if plan.kind == REFUSED:
         raise plan.error(f"{run.name}: {plan.reason}")
     return ResolvedRun(run, config, plan)
 
 
-def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
+def check_experiment(experiment: Experiment, world_size: int | None = None) -> list[ResolvedRun]:
     """Check stores, architectures, run config file, evaluated splits and every run's config.
+
+    Args:
+        experiment: The experiment to check.
+        world_size: The ranks of each job (the profile's nodes × tasks); a run dir trained on
+            another number is refused.
 
     Returns:
         Every job of the experiment with its resolved run config, in submission order.
@@ -95,7 +103,8 @@ def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
         LaunchError: a missing store (of any fold). ConfigError: unknown architecture, a bad
         override, an evaluated split without whole images, or a run dir the job would refuse
         (its saved config differs). DataError: a run dir trained on another store's content or
-        base checkpoint. TrainingError: a run dir whose trained epochs have no intact checkpoint.
+        base checkpoint. TrainingError: a run dir whose trained epochs have no intact checkpoint,
+        or that trained on another number of ranks than ``world_size``.
     """
     for fold in experiment.folds or [None]:
         check_store(experiment.store_of(fold))
@@ -103,4 +112,4 @@ def check_experiment(experiment: Experiment) -> list[ResolvedRun]:
     if experiment.run_config is not None and not experiment.run_config.is_file():
         raise ConfigError(f"run config {experiment.run_config} does not exist")
     check_evaluation_splits(experiment)
-    return [resolve_and_plan(experiment, run) for run in experiment.runs()]
+    return [resolve_and_plan(experiment, run, world_size) for run in experiment.runs()]

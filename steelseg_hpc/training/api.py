@@ -27,7 +27,7 @@ from steelseg_hpc.core.rundir import FinalSummary
 from steelseg_hpc.data import open_store, store_identity
 from steelseg_hpc.training.config import RunConfig
 from steelseg_hpc.training.data_loading import check_splits
-from steelseg_hpc.training.distributed import on_main, setup_distributed
+from steelseg_hpc.training.distributed import on_main, resolve_dist_env, setup_distributed
 from steelseg_hpc.training.log_capture import ThirdPartyLogs, run_log
 from steelseg_hpc.training.oom import is_out_of_memory, out_of_memory_advice
 from steelseg_hpc.training.preemption import StopRequest, TrainingPreempted
@@ -79,7 +79,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     run = RunWriter(run_dir)
     store = open_store(config.data.store)
     check_splits(store, config)
-    plan = plan_resume(run.path, config, restart=restart)
+    plan = plan_resume(run.path, config, restart=restart, world_size=resolve_dist_env().world_size)
     plan.raise_if_refused()
     if plan.kind == FINISHED and not restart:
         log.warning("%s", plan.reason)
@@ -88,7 +88,7 @@ def train(config: RunConfig, run_dir: Path, stop: StopRequest | None = None,
     base = base_identity(config.model.name, config.model.options(), config.seed)
     identity = store_identity(store)
     with ThirdPartyLogs() as third_party:
-        env = setup_distributed()
+        env = setup_distributed(rendezvous_dir=run.files.rendezvous)
         third_party.take_over("DeepSpeed")  # its logger gets its own handler on import
         stop = stop if stop is not None else StopRequest(signals=())
         if env.is_main:

@@ -9,9 +9,12 @@ every launcher that is not torchrun:
 - a submitit job (SLURM or local executor) and a plain ``srun`` get them from submitit's
   ``helpers.TorchDistributedEnvironment``: ranks from the job's task variables, the master is the
   first host of the job (loopback when the job has one node), the port is fixed by the job id
-  (so every task agrees and a requeued job reuses it) unless ``MASTER_PORT`` is set; a job of one
-  task takes a port that is free right now instead (nobody has to agree on it, and a fixed port
-  can be held by another job's connection on a shared node);
+  (so every task can compute it) unless ``MASTER_PORT`` is set; a job of one task takes a port
+  that is free right now instead (nobody has to agree on it, and a fixed port can be held by
+  another job's connection on a shared node). A job of several tasks given a shared folder
+  (:func:`setup_distributed` passes one in the run directory) agrees on a port that is free on
+  the master host: rank 0 checks the job id's port there, takes a free one if it is held, and
+  publishes it in the folder for the other ranks (see :func:`agree_on_port`);
 - a plain ``python`` process on a laptop is rank 0 of 1 on a free local port.
 
 Example:
@@ -27,10 +30,12 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from steelseg_hpc.core.errors import SteelsegError
+from steelseg_hpc.core.errors import SteelsegError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,85 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind ``port`` on every interface of this host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+        return True
+
+
+def _attempt_key(environ: Mapping[str, str]) -> str | None:
+    """Names this attempt of this job (a requeued job is a new attempt), or None outside a job."""
+    job = environ.get("SLURM_JOB_ID") or environ.get("SUBMITIT_LOCAL_JOB_ID")
+    if not job:
+        return None
+    step = environ.get("SLURM_STEP_ID", "0")
+    return f"{job}.{step}.{environ.get('SLURM_RESTART_COUNT', '0')}"
+
+
+def agree_on_port(env: DistEnv, folder: Path, environ: Mapping[str, str], timeout_s: float = 300.0) -> DistEnv:
+    """The same rendezvous with a port every rank agrees on and that is free on the master host.
+
+    Rank 0 runs on the master host (the first host of the job), so it alone can tell whether the
+    job id's port is free there; it publishes the port it chose in ``folder`` (shared by every
+    node, like the run directory) under a name of this job attempt, and the other ranks wait for
+    that file. ``MASTER_PORT`` in the environment, a job of one rank, or a process outside a job
+    keep the port they have.
+
+    Example:
+        >>> import tempfile
+        >>> env = DistEnv(0, 2, 0, "127.0.0.1", free_port(), "slurm")
+        >>> agreed = agree_on_port(env, Path(tempfile.mkdtemp()), {"SLURM_JOB_ID": "7"})
+        >>> agreed.master_port > 0
+        True
+
+    Raises:
+        TrainingError: rank 0 did not publish a port within ``timeout_s`` seconds.
+    """
+    key = _attempt_key(environ)
+    if env.world_size == 1 or "MASTER_PORT" in environ or key is None or env.launcher == "torchrun":
+        return env
+    published = Path(folder) / f"port-{key}"
+    if env.rank == 0:
+        port = env.master_port if port_is_free(env.master_port) else free_port_on_all_interfaces()
+        if port != env.master_port:
+            log.info("the job id's port %d is held on %s; the ranks meet on port %d", env.master_port,
+                     socket.gethostname(), port)
+        published.parent.mkdir(parents=True, exist_ok=True)
+        for stale in published.parent.glob("port-*"):  # earlier attempts of this or older jobs
+            stale.unlink(missing_ok=True)
+        staging = published.with_name(f".{published.name}.{os.getpid()}")
+        staging.write_text(str(port))
+        staging.replace(published)
+        return _with_port(env, port)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            text = published.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        if text:
+            return _with_port(env, int(text))
+        if time.monotonic() > deadline:
+            raise TrainingError(f"rank {env.rank} waited {timeout_s:.0f} s for rank 0 to publish the rendezvous "
+                                f"port in {published}; is the run directory on a filesystem every node shares?")
+        time.sleep(0.2)
+
+
+def free_port_on_all_interfaces() -> int:
+    """A TCP port free on every interface of this host right now (other hosts connect to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _with_port(env: DistEnv, port: int) -> DistEnv:
+    return DistEnv(env.rank, env.world_size, env.local_rank, env.master_addr, port, env.launcher)
 
 
 @contextlib.contextmanager
@@ -146,8 +230,13 @@ def import_deepspeed():
     return deepspeed
 
 
-def setup_distributed(environ: Mapping[str, str] | None = None) -> DistEnv:
+def setup_distributed(environ: Mapping[str, str] | None = None, rendezvous_dir: Path | None = None) -> DistEnv:
     """Export the rendezvous variables, pick the device and start the process group once.
+
+    Args:
+        environ: where to read the launcher's variables (``os.environ`` by default).
+        rendezvous_dir: a folder every rank sees (e.g. in the run directory) where the ranks of a
+            job agree on a free port (:func:`agree_on_port`); without it they use the job id's.
 
     Calling it again in the same process reuses the existing group (DeepSpeed keeps global
     state tied to it, so a group is never torn down and rebuilt within one process).
@@ -156,7 +245,10 @@ def setup_distributed(environ: Mapping[str, str] | None = None) -> DistEnv:
 
     deepspeed = import_deepspeed()
 
+    environ = os.environ if environ is None else environ
     env = resolve_dist_env(environ)
+    if rendezvous_dir is not None and not torch.distributed.is_initialized():
+        env = agree_on_port(env, rendezvous_dir, environ)
     os.environ.update(env.as_environ())
     if torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
@@ -239,3 +331,32 @@ def mean_across_ranks(values: list[float], device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return (tensor / dist.get_world_size()).tolist()
+
+
+def average_batchnorm_statistics(module) -> None:
+    """Give every rank the mean over ranks of its BatchNorm running statistics (every rank calls it).
+
+    Without SyncBatchNorm each rank's running mean and variance follow its own tiles, and
+    DeepSpeed does not broadcast buffers; so each rank would validate its shard with other
+    statistics and a checkpoint (rank 0's module) would hold only rank 0's. Averaging before
+    validation and before every checkpoint makes validation use the statistics the checkpoint
+    keeps, so a resumed run validates as an uninterrupted one would: the running statistics are
+    exponential averages, linear in their updates, so averaging now or later gives the same.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not several_ranks():
+        return
+    buffers = [buffer for layer in module.modules()
+               if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+               for buffer in (layer.running_mean, layer.running_var) if buffer is not None]
+    if not buffers:
+        return
+    flat = torch.cat([buffer.detach().reshape(-1).double() for buffer in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset:offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()

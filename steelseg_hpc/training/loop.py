@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.training.data_loading import Loaders, batches_of
-from steelseg_hpc.training.distributed import any_rank, mean_across_ranks, several_ranks
+from steelseg_hpc.training.distributed import any_rank, average_batchnorm_statistics, mean_across_ranks, several_ranks
 from steelseg_hpc.training.epoch_state import EpochState, EpochStopped, capture_rng, restore_rng
 from steelseg_hpc.training.noise_scale import GradientNoiseScale, MicroBatchGradProbe, grad_sq_norm
 from steelseg_hpc.training.preemption import StopRequest
@@ -209,6 +209,7 @@ def train_one_epoch(engine, loaders: Loaders, epoch: int, metrics, device: torch
 @torch.no_grad()
 def validate(engine, loaders: Loaders, metrics, device: torch.device) -> dict[str, float]:
     """Loss and metrics on the validation tiles (every rank its shard; metrics synchronised)."""
+    average_batchnorm_statistics(engine.module)
     engine.eval()
     metrics.reset()
     loss_sum, tiles = 0.0, 0

@@ -32,7 +32,7 @@ from steelseg_hpc.data import check_same_store, open_store
 from steelseg_hpc.training.checkpoints import CheckpointManager
 from steelseg_hpc.training.config import RunConfig, config_differences, extensions, load_saved_config
 
-__all__ = ["FRESH", "RESUME", "EXTEND", "FINISHED", "REFUSED", "ResumePlan", "plan_resume", "unresumable_history"]
+__all__ = ["FRESH", "RESUME", "EXTEND", "FINISHED", "REFUSED", "ResumePlan", "other_world_size", "plan_resume", "unresumable_history"]
 
 FRESH, RESUME, EXTEND, FINISHED, REFUSED = "fresh", "resume", "extend", "finished", "refused"
 
@@ -80,7 +80,8 @@ class ResumePlan:
         return "new"
 
 
-def plan_resume(run_dir: Path, config: RunConfig, restart: bool = False) -> ResumePlan:
+def plan_resume(run_dir: Path, config: RunConfig, restart: bool = False,
+                world_size: int | None = None) -> ResumePlan:
     """What training ``config`` in ``run_dir`` will do; reads the run directory, changes nothing.
 
     Args:
@@ -88,13 +89,16 @@ def plan_resume(run_dir: Path, config: RunConfig, restart: bool = False) -> Resu
         config: The resolved run configuration to train.
         restart: Training moves an unresumable history aside and starts over (``train --restart``),
             so neither the history nor the recorded store and base are refused.
+        world_size: The number of ranks that will train (``nodes × tasks_per_node`` of the job);
+            None leaves it unchecked.
 
     Returns:
         The plan. A ``refused`` plan's :attr:`~ResumePlan.reason` is the one-line error that
         training would raise: ``run_dir`` is a file; the config differs from the saved one in a
         key a resume may not change; the store's content or the base checkpoint is not what the
-        run trained on; or epochs were trained but no checkpoint of them is intact (checked by
-        file sizes here; the job checks contents too).
+        run trained on; epochs were trained but no checkpoint of them is intact (checked by
+        file sizes here; the job checks contents too); or the run trained on another number of
+        ranks than ``world_size`` (its global batch and every rank's ZeRO shard depend on it).
     """
     files = RunFiles(Path(run_dir))
     path = files.path
@@ -124,7 +128,8 @@ def plan_resume(run_dir: Path, config: RunConfig, restart: bool = False) -> Resu
         except DataError as exc:
             return ResumePlan(REFUSED, str(exc), changes, final, last_epoch, error=DataError)
         checkpoints = CheckpointManager(files.checkpoints, is_main=False)
-        problem = unresumable_history(path, rows, checkpoints, contents=False)
+        problem = (unresumable_history(path, rows, checkpoints, contents=False)
+                   or other_world_size(path, rows, config, world_size))
         if problem is not None:
             return ResumePlan(REFUSED, problem, changes, final, last_epoch, error=TrainingError)
     return ResumePlan(kind, "", changes, final, last_epoch)
@@ -164,6 +169,24 @@ def unresumable_history(path: Path, rows: list[MetricsRow], checkpoints: Checkpo
             else "its checkpoints are gone")
     return (f"{path} has {len(rows)} trained epoch(s) in {RunFiles(path).metrics.name} but {what}, so there "
             "is nothing to resume from; rerun with --restart to move its files aside and start over")
+
+
+def other_world_size(path: Path, rows: list[MetricsRow], config: RunConfig, world_size: int | None) -> str | None:
+    """Why ``world_size`` ranks cannot train this run on (it trained on another number), or None.
+
+    The global batch is ``micro_batch × grad_accumulation × ranks`` and each rank saved its own
+    ZeRO shard of the optimiser, so resuming on another number of ranks would change the run's
+    batch size mid-run and find the wrong shards: a different experiment, refused rather than
+    resharded silently.
+    """
+    # Before its first epoch row a run has at most a mid-epoch checkpoint, which says its own
+    # number of ranks (the engine refuses another when it loads it).
+    trained = next((row.world_size for row in reversed(rows) if row.world_size), None)
+    if world_size is None or trained is None or trained == world_size:
+        return None
+    per_rank = config.micro_batch * config.grad_accumulation
+    return (f"{path} trained on {trained} rank(s) (global batch {per_rank} x {trained} = {per_rank * trained}); "
+            f"this job has {world_size}: resume it with nodes x tasks_per_node = {trained}, or use a new --run-dir")
 
 
 def _finished_reason(path: Path, files: RunFiles, config: RunConfig, changes: dict,

@@ -21,7 +21,7 @@ from pathlib import Path
 from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.core.rundir import STOPPED_COMPLETED, MetricsRow
 from steelseg_hpc.training.checkpoints import CheckpointManager
-from steelseg_hpc.training.distributed import DistEnv, broadcast
+from steelseg_hpc.training.distributed import DistEnv, average_batchnorm_statistics, broadcast
 from steelseg_hpc.training.engine import load_engine_checkpoint, save_engine_checkpoint
 from steelseg_hpc.training.epoch_state import EpochState
 from steelseg_hpc.training.noise_scale import GradientNoiseScale
@@ -127,6 +127,7 @@ def _mid_epoch_state(folder: Path, mid_epoch: dict | None, env: DistEnv) -> Epoc
 def save_mid_epoch(checkpoints: CheckpointManager, engine, env: DistEnv, state: TrainState,
                    stopped: EpochState, noise: GradientNoiseScale | None, weights_meta: WeightsMeta) -> str:
     """Save a mid-epoch checkpoint on every rank: DeepSpeed state plus each rank's epoch state."""
+    average_batchnorm_statistics(engine.module)  # the checkpoint keeps rank 0's module
     mid_epoch = {"epoch": stopped.epoch, "micro_batches": stopped.micro_batches,
                  "world_size": env.world_size}
     client = state.checkpoint_state()

@@ -19,7 +19,8 @@ from .conftest import REPO, SMOKE
 LOCAL = REPO / "launch" / "local.toml"
 
 
-def _earlier_run(tiny_store, tmp_path, epochs_done: int, stopped: str | None, **config_changes):
+def _earlier_run(tiny_store, tmp_path, epochs_done: int, stopped: str | None, world_size: int = 1,
+                 **config_changes):
     """Write the unet3plus-s0 run dir that the smoke experiment would train, as an earlier run left it."""
     from steelseg_hpc.launch.config import load_experiment
 
@@ -30,7 +31,7 @@ def _earlier_run(tiny_store, tmp_path, epochs_done: int, stopped: str | None, **
     files.path.mkdir(parents=True)
     files.config.write_text(job.config.model_copy(update=config_changes).to_toml())
     for epoch in range(1, epochs_done + 1):
-        rundir.append_metrics(files, MetricsRow(epoch=epoch, train_loss=0.5, val_dice=0.5))
+        rundir.append_metrics(files, MetricsRow(epoch=epoch, train_loss=0.5, val_dice=0.5, world_size=world_size))
     if stopped is not None:
         rundir.write_final(files, FinalSummary(run_dir=str(files.path), stopped=stopped,
                                                epochs_completed=epochs_done, epochs_planned=job.config.epochs))
@@ -92,6 +93,15 @@ def test_dry_run_and_launch_refuse_trained_epochs_without_a_checkpoint_before_qu
     experiment, _ = _earlier_run(tiny_store, tmp_path, 2, None)
     _assert_refused_before_queueing(experiment, tiny_store, tmp_path, index, ["unet3plus-s0:", "nothing to resume from"],
                                     TrainingError, "unet3plus-s0: .*2 trained epoch.*its checkpoints are gone")
+
+
+def test_dry_run_and_launch_refuse_a_run_trained_on_another_number_of_ranks(tiny_store, tmp_path, index):
+    # Two ranks trained epoch 1 (a 2-node job); the local profile's job has one: another global batch.
+    experiment, _ = _earlier_run(tiny_store, tmp_path, 1, None, world_size=2)
+    _assert_refused_before_queueing(experiment, tiny_store, tmp_path, index,
+                                    ["trained on 2 rank(s) (global batch 8 x 2 = 16); this job has 1",
+                                     "nodes x tasks_per_node = 2"],
+                                    TrainingError, "trained on 2 rank")
 
 
 def test_dry_run_and_launch_refuse_a_run_trained_on_another_stores_content(tiny_store, tmp_path, index):

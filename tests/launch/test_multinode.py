@@ -6,17 +6,25 @@ The module reshapes the local cluster to 3 nodes and back to the 1-node default 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
 from steelseg_hpc.core import rundir
+from steelseg_hpc.core.errors import TrainingError
+from steelseg_hpc.launch import submit_experiment
+from steelseg_hpc.launch.submit import plan_experiment
+from steelseg_hpc.launch.config import load_experiment
+from steelseg_hpc.launch.status import collect_status
+from steelseg_hpc.training.checkpoints import CheckpointManager
 
-from .conftest import REPO, SMOKE
+from .conftest import REPO, SMOKE, cluster_profile, sacct_states, wait_for_jobs, wait_for_marker
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.multinode]
 SCRIPTS = REPO / "launch" / "local-cluster"
@@ -75,10 +83,20 @@ def _launch(tiny_store, runs_root, index, *profile) -> list[dict]:
     return json.loads(status.output)["jobs"]
 
 
-def test_a_two_node_run_trains_as_a_two_rank_run_on_one_node(three_nodes, tiny_store, tmp_path):
+TWO_NODES = ("--profile-set", "nodes=2", "--profile-set", "tasks_per_node=1", "--profile-set", "gpus_per_node=1")
+
+
+@pytest.fixture(scope="module")
+def two_node_run(three_nodes, tiny_store, tmp_path_factory) -> dict:
+    """An uninterrupted 2-node run of the smoke experiment's unet3plus (its status row)."""
+    root = tmp_path_factory.mktemp("two-nodes")
+    (row,) = _launch(tiny_store, root / "runs", root / "index.sqlite", *TWO_NODES)
+    return row
+
+
+def test_a_two_node_run_trains_as_a_two_rank_run_on_one_node(two_node_run, tiny_store, tmp_path):
     # gloo across two network namespaces: the rendezvous is the first host of the job's node list.
-    (two_nodes,) = _launch(tiny_store, tmp_path / "two-nodes", tmp_path / "a.sqlite", "--profile-set", "nodes=2",
-                           "--profile-set", "tasks_per_node=1", "--profile-set", "gpus_per_node=1")
+    two_nodes = two_node_run
     (one_node,) = _launch(tiny_store, tmp_path / "one-node", tmp_path / "b.sqlite", "--profile-set", "nodes=1",
                           "--profile-set", "tasks_per_node=2", "--profile-set", "gpus_per_node=2")
     assert two_nodes["node"] == "n[1-2]" and "," not in one_node["node"] and "[" not in one_node["node"]
@@ -87,3 +105,54 @@ def test_a_two_node_run_trains_as_a_two_rank_run_on_one_node(three_nodes, tiny_s
     for across, within in zip(*rows):  # same seed, same shards, same all-reduce: the same numbers
         assert across.train_loss == pytest.approx(within.train_loss, rel=1e-6)
         assert across.val_dice == pytest.approx(within.val_dice, rel=1e-6)
+
+
+def test_two_nodes_of_two_ranks_each_save_four_shards(three_nodes, tiny_store, tmp_path):
+    (job,) = _launch(tiny_store, tmp_path / "runs", tmp_path / "index.sqlite", "--profile-set", "nodes=2",
+                     "--profile-set", "gpus_per_node=2")
+    assert job["node"] == "n[1-2]"
+    assert [row.world_size for row in rundir.read_metrics(job["run_dir"])] == [4, 4]
+    stdout = Path(job["stdout"])  # task 0's log; submitit writes one per task
+    lines = [line for log in stdout.parent.glob(f"{job['job_id']}_*_log.out") for line in log.read_text().splitlines()]
+    ranks = {re.search(r"\| rank (\d)/4 on (\w+)", line).groups() for line in lines if "| rank " in line}
+    assert ranks == {("0", "n1"), ("1", "n1"), ("2", "n2"), ("3", "n2")}
+    best = CheckpointManager(Path(job["run_dir"]) / "checkpoints", is_main=False).best_tag()
+    shards = sorted(p.name for p in (Path(job["run_dir"]) / "checkpoints" / best).glob("*optim_states.pt"))
+    assert shards == [f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in range(4)] or \
+        shards == [f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in range(4)]
+
+
+def test_a_node_crash_mid_epoch_requeues_the_job_and_it_resumes_as_if_uninterrupted(
+        two_node_run, tiny_store, tmp_path, index, pause_jobs_at_forward):
+    # 2 ranks: an epoch is 3 optimiser steps of 2 micro-batches per rank; forward 9 is in epoch 2's
+    # second step, after epoch 1's checkpoint, so the job loses part of an epoch and nothing more.
+    paused = pause_jobs_at_forward(9)
+    experiment = load_experiment(SMOKE, [f"store={tiny_store}", f"runs_root={tmp_path}",
+                                         "architectures=['unet3plus']", "seeds=[0]"])
+    (row,) = submit_experiment(experiment, cluster_profile(nodes=2, tasks_per_node=1, gpus_per_node=1), index)
+    try:
+        wait_for_marker(paused, row, index)
+        (running,) = collect_status("smoke", index)
+        assert running.node == "n[1-2]"
+        _run("bash", str(SCRIPTS / "crash-node"), "n2")
+        (status,) = wait_for_jobs("smoke", index, timeout=300)
+    finally:
+        _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
+    assert status.state == "COMPLETED", (status.reason, status.stderr_tail)
+    assert sacct_states(row.job_id)[0] == "NODE_FAIL", sacct_states(row.job_id)
+    assert status.node == "n[1,3]"  # SLURM requeued it onto the two nodes that were up
+    assert any("NODE_FAIL" in requeue for requeue in status.requeues), status.requeues
+    shown = CliRunner().invoke(main, ["status", "smoke"], env={"STEELSEG_INDEX": str(index.path)})
+    assert "requeued" in shown.output and "node failure" in shown.output, shown.output
+    rows, reference = rundir.read_metrics(status.run_dir), rundir.read_metrics(two_node_run["run_dir"])
+    assert [r.epoch for r in rows] == [1, 2]  # epoch 2 trained again from epoch 1's checkpoint, once
+    for resumed, uninterrupted in zip(rows, reference):
+        assert resumed.train_loss == pytest.approx(uninterrupted.train_loss, rel=1e-6)
+        assert resumed.val_dice == pytest.approx(uninterrupted.val_dice, rel=1e-6)
+    tags = [CheckpointManager(Path(run) / "checkpoints", is_main=False).best_tag()
+            for run in (status.run_dir, two_node_run["run_dir"])]
+    assert tags[0] == tags[1]
+    # One node left of the two the run trained on: refused in one line, before anything is queued.
+    extended = experiment.model_copy(update={"overrides": [*experiment.overrides, "epochs=3"]})
+    with pytest.raises(TrainingError, match=r"trained on 2 rank\(s\).*this job has 1"):
+        plan_experiment(extended, cluster_profile(nodes=1, tasks_per_node=1, gpus_per_node=1))

@@ -33,7 +33,9 @@ NODES_FILE="$SLURM_HOME/nodes"               # how many nodes the running cluste
 # --nodes N >= 2: nodes n1..nN, each a slurmd in its own network namespace (address
 # $NODE_NET.(10+i) on a bridge of this machine, no route out) and UTS namespace (hostname nI).
 NODE_NET="${STEELSEG_SLURM_NODE_NET:-10.77.0}"
-BRIDGE=steelsegbr0
+# The same interface name on this machine (the bridge) and in every node (its veth end), as a real
+# cluster has ib0 everywhere: a Dask scheduler here and its workers on the nodes share one --interface.
+BRIDGE=sgnet0
 CTLD_ADDR_MULTI="$NODE_NET.1"
 HOSTS_MARK="# steelseg-local-cluster"
 

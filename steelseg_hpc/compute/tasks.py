@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from typing import Any
 
 from steelseg_hpc.compute.dask_cluster import connect, make_dask_cluster
 from steelseg_hpc.core.errors import ConfigError, SteelsegError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,14 @@ def run_capturing_errors(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except SteelsegError as exc:
         return TaskFailure(type(exc), str(exc))
+
+
+def _host_name(address: str) -> str:
+    """The name of the host at ``address`` where it resolves (a node name says more than an IP)."""
+    try:
+        return socket.gethostbyaddr(address)[0]
+    except OSError:
+        return address
 
 
 class TaskRunner(contextlib.AbstractContextManager):
@@ -91,11 +103,25 @@ class TaskRunner(contextlib.AbstractContextManager):
             self.client.close()
         self._close_cluster()
 
+    def _workers(self) -> dict[str, str]:
+        """The workers the scheduler knows now: address -> host."""
+        return {address: info.get("host", address)
+                for address, info in self.client.scheduler_info()["workers"].items()}
+
+    def _note_lost_workers(self, before: dict[str, str]) -> dict[str, str]:
+        """Say which workers went away since ``before`` (a node crashed, a job ended); the workers now."""
+        now = self._workers()
+        for address in sorted(set(before) - set(now)):
+            log.warning("lost the Dask worker on %s (%s); the scheduler runs its tasks again on the %d "
+                        "left", _host_name(before[address]), address, len(now))
+        return now
+
     def map(self, fn: Callable[..., Any], calls: list[tuple]) -> Iterator[Any]:
         """Run ``fn(*args)`` for every tuple in ``calls``; yield results in completion order.
 
         A task's :class:`SteelsegError` is raised here, in the client, with the same message; any
-        other exception propagates unchanged.
+        other exception propagates unchanged. A worker lost on the way (its node crashed, its job
+        ended) costs only time: Dask runs its tasks again on the others, and this says so.
         """
         if self.client is None:
             for args in calls:
@@ -104,8 +130,10 @@ class TaskRunner(contextlib.AbstractContextManager):
         from dask.distributed import as_completed
 
         futures = [self.client.submit(run_capturing_errors, fn, *args, pure=False) for args in calls]
+        workers = self._workers()
         try:
             for future in as_completed(futures):
+                workers = self._note_lost_workers(workers)
                 result = future.result()
                 if isinstance(result, TaskFailure):
                     result.reraise()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,3 +158,66 @@ def test_a_node_crash_mid_epoch_requeues_the_job_and_it_resumes_as_if_uninterrup
     extended = experiment.model_copy(update={"overrides": [*experiment.overrides, "epochs=3"]})
     with pytest.raises(TrainingError, match=r"trained on 2 rank\(s\).*this job has 1"):
         plan_experiment(extended, cluster_profile(nodes=1, tasks_per_node=1, gpus_per_node=1))
+
+
+# A sitecustomize for the prep's Dask workers (SLURM jobs inherit PYTHONPATH): the first shard task
+# on any node claims the marker (written atomically, so one task only), names its node in it and
+# hangs, so the test can crash that node while the task is in flight.
+HANG_HOOK = """
+import os, socket
+if os.environ.get("STEELSEG_TEST_HANG_MARKER") and socket.gethostname().startswith("n"):
+    import time
+    from steelseg_hpc.data import prep
+
+    original = prep.write_shard
+
+    def hanging(*args, **kwargs):
+        try:
+            with open(os.environ["STEELSEG_TEST_HANG_MARKER"], "x") as marker:
+                marker.write(socket.gethostname())
+        except FileExistsError:
+            return original(*args, **kwargs)
+        time.sleep(600)
+
+    prep.write_shard = hanging
+"""
+
+
+def _store_files(store: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(store)): path.read_bytes() for path in sorted(store.rglob("*")) if path.is_file()}
+
+
+def test_prep_on_workers_across_three_nodes_survives_a_crashed_worker_node_and_writes_the_same_bytes(
+        three_nodes, synthetic_raw, tiny_store, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HANG_HOOK)
+    marker = tmp_path / "hung-on"
+    # One worker per node (each takes a node's 2 CPUs); scheduler and workers meet on sgnet0, the
+    # cluster network's name here and on every node.
+    profile = tmp_path / "three-nodes.toml"
+    profile.write_text((REPO / "launch" / "local-cluster.toml").read_text()
+                       .replace('dask_interface = "lo"', 'dask_interface = "sgnet0"')
+                       .replace("cpus_per_task = 1", "cpus_per_task = 2"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+               STEELSEG_TEST_HANG_MARKER=str(marker), STEELSEG_DASK_LOG_DIR=str(tmp_path / "dask-logs"))
+    out = tmp_path / "three-nodes.zarr"
+    prep = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "prep", str(synthetic_raw), "--out", str(out),
+                             "--workers", "3", "--dask-cluster", "slurm", "--profile", str(profile)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists() or not marker.read_text():
+            assert prep.poll() is None, prep.communicate()[0]
+            assert time.monotonic() < deadline, "no shard task started on a node"
+            time.sleep(0.2)
+        hosts = set(_run("squeue", "-h", "-n", "dask-worker", "-t", "running", "-o", "%N").split())
+        assert hosts == set(three_nodes)  # one worker on each node
+        _run("bash", str(SCRIPTS / "crash-node"), marker.read_text())
+        output, _ = prep.communicate(timeout=300)
+    finally:
+        prep.kill()
+        _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
+    assert prep.returncode == 0, output
+    assert f"lost the Dask worker on {marker.read_text()}" in " ".join(output.split()), output
+    assert _store_files(out) == _store_files(tiny_store)  # the crashed node's task was rerun elsewhere

@@ -11,10 +11,14 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from steelseg_hpc.core.errors import LaunchError
 
@@ -56,6 +60,16 @@ _ATTEMPT_ENDINGS = {"NODE_FAIL": "node failure", "REQUEUED": "requeued (time lim
                     "PREEMPTED": "preempted", "BOOT_FAIL": "node failed to boot", "FAILED": "failed"}
 
 
+def node_failures(attempts) -> list[str]:
+    """The attempts (as :func:`describe_attempt` words them) that ended on a node failure.
+
+    Example:
+        >>> node_failures(["node failure on n[1-2] (NODE_FAIL)", "requeued (time limit or preemption signal) (REQUEUED)"])
+        ['node failure on n[1-2] (NODE_FAIL)']
+    """
+    return [attempt for attempt in attempts if attempt.endswith("(NODE_FAIL)")]
+
+
 def describe_attempt(state: str, node: str) -> str:
     """One earlier attempt of a job in words.
 
@@ -68,7 +82,75 @@ def describe_attempt(state: str, node: str) -> str:
     return f"{words}{where} ({state})"
 
 
+#: What SLURM's tools print when the controller (or slurmdbd) does not answer: it is restarting,
+#: failing over, or overloaded. A query can simply be asked again.
+_NOT_ANSWERING = ("unable to contact slurm controller", "socket timed out on send/recv",
+                  "connection refused", "unable to connect to database", "zero bytes were transmitted",
+                  "slurm_persist_conn_open", "did not answer within")
+#: The failures after which a request certainly never reached the controller (so even a
+#: submission can be sent again without risking a second job).
+_NEVER_SENT = ("connect failure", "connection refused")
+
+T = TypeVar("T")
+
+
+def controller_wait_s() -> float:
+    """How long commands keep asking a controller that does not answer ($STEELSEG_SLURM_WAIT_S, 300 s)."""
+    return float(os.environ.get("STEELSEG_SLURM_WAIT_S", "300"))
+
+
+def not_answering(message: str, never_sent: bool = False) -> bool:
+    """Whether ``message`` says the controller did not answer (with ``never_sent``: the request
+    certainly never reached it).
+
+    Example:
+        >>> not_answering("squeue: error: Unable to contact slurm controller (connect failure)", never_sent=True)
+        True
+        >>> not_answering("sbatch: error: Invalid partition name specified")
+        False
+    """
+    text = message.lower()
+    return any(words in text for words in (_NEVER_SENT if never_sent else _NOT_ANSWERING))
+
+
+def ride_out(action: Callable[[], T], what: str, never_sent: bool = False, wait_s: float | None = None) -> T:
+    """``action()``, asked again while SLURM does not answer, for up to ``wait_s`` seconds.
+
+    One line says the controller is not answering and for how long the command keeps asking,
+    one more when it answers again; after ``wait_s`` the last ``LaunchError`` is raised.
+
+    Args:
+        action: raises :class:`LaunchError` on failure.
+        what: the command, for the lines (e.g. ``"squeue"``).
+        never_sent: retry only failures where the request never reached the controller (a
+            submission, which must not be queued twice).
+    """
+    wait_s = controller_wait_s() if wait_s is None else wait_s
+    started, pause = time.monotonic(), 1.0
+    while True:
+        try:
+            result = action()
+        except LaunchError as exc:
+            waited = time.monotonic() - started
+            if not not_answering(str(exc), never_sent) or waited >= wait_s:
+                raise
+            if pause == 1.0:  # once per outage
+                detail = str(exc).rsplit("error: ", 1)[-1] if "error: " in str(exc) else str(exc).split(": ", 1)[-1]
+                log.warning("SLURM is not answering (%s: %s); asking again for up to %.0f s", what, detail, wait_s)
+            time.sleep(min(pause, max(0.0, wait_s - waited)))
+            pause = min(pause * 2, 15.0)
+            continue
+        if pause > 1.0:
+            log.warning("SLURM answers again (%s, after %.0f s)", what, time.monotonic() - started)
+        return result
+
+
 def _run(args: list[str], timeout: float = 30) -> str:
+    """Run a SLURM query and return its output, riding out a controller that does not answer."""
+    return ride_out(lambda: _run_once(args, timeout), args[0])
+
+
+def _run_once(args: list[str], timeout: float = 30) -> str:
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
@@ -86,7 +168,7 @@ def slurm_available() -> bool:
     if shutil.which("sinfo") is None:
         return False
     try:
-        _run(["sinfo", "-h", "-o", "%P"], timeout=15)
+        _run_once(["sinfo", "-h", "-o", "%P"], timeout=15)  # a yes/no question: not worth a wait
     except LaunchError:
         return False
     return True

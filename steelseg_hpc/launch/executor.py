@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from steelseg_hpc.core.errors import LaunchError
 from steelseg_hpc.compute.profiles import ClusterProfile
+from steelseg_hpc.compute.slurm import not_answering, ride_out
+from steelseg_hpc.core.errors import LaunchError
 
 
 def submitit_parameters(profile: ClusterProfile, job_name: str) -> dict[str, Any]:
@@ -85,9 +86,17 @@ class Executor:
             raise LaunchError(f"profile does not translate to submitit parameters: {exc}") from None
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any):
-        """Submit ``fn(*args, **kwargs)`` as one job; returns a submitit Job."""
-        with _submission_errors():
-            return self._executor.submit(fn, *args, **kwargs)
+        """Submit ``fn(*args, **kwargs)`` as one job; returns a submitit Job.
+
+        While the controller cannot be reached (restarting, failing over) the submission is sent
+        again for up to ``$STEELSEG_SLURM_WAIT_S`` seconds, but only when sbatch could not connect
+        at all: a submission that may have reached the controller is never sent twice.
+        """
+        def once():
+            with _submission_errors():
+                return self._executor.submit(fn, *args, **kwargs)
+
+        return ride_out(once, "sbatch", never_sent=True)
 
     def submit_array(self, fns: Sequence[Callable[[], Any]]) -> list:
         """Submit argument-free callables as one job array (one SLURM array task each).
@@ -98,10 +107,13 @@ class Executor:
             return []
         if len(fns) == 1:
             return [self.submit(fns[0])]
-        with _submission_errors():
-            with self._executor.batch():
-                jobs = [self._executor.submit(fn) for fn in fns]
-        return jobs
+
+        def once():
+            with _submission_errors():
+                with self._executor.batch():
+                    return [self._executor.submit(fn) for fn in fns]
+
+        return ride_out(once, "sbatch", never_sent=True)
 
 
 @contextlib.contextmanager
@@ -117,6 +129,10 @@ def _submission_errors() -> Iterator[None]:
         if isinstance(detail, bytes):
             detail = detail.decode(errors="replace")
         lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
-        raise LaunchError(f"sbatch refused the job: {lines[-1] if lines else exc}") from None
+        last = lines[-1] if lines else str(exc)
+        if not_answering(last) and not not_answering(last, never_sent=True):
+            raise LaunchError(f"sbatch got no answer from the controller ({last}); the job may have been "
+                              "queued all the same: check squeue before submitting again") from None
+        raise LaunchError(f"sbatch refused the job: {last}") from None
     except submitit.core.utils.FailedSubmissionError as exc:
         raise LaunchError(f"submission failed: {str(exc).strip().splitlines()[0]}") from None

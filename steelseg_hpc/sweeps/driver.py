@@ -9,8 +9,10 @@ exits cleanly, frees its GPU and is not requeued. Jobs never touch the study's s
 
 A finished trial frees its slot at once (no batch barrier). A job that dies (FAILED, OOM,
 NODE_FAIL, TIMEOUT past its requeues, CANCELLED by someone) fails its trial, with the reason as a
-user attribute, and the same parameters are run once more (``retries``). Preempted and requeued
-jobs stay the same trial and resume from their checkpoint. If the driver itself dies, running it
+user attribute, and the same parameters are run once more (``retries``); a job that SLURM
+requeued after a node failure (``JobRequeue=1``) is cancelled and treated the same, so a node
+failure means the same on every cluster. Preempted and requeued (time limit) jobs stay the same
+trial and resume from their checkpoint. If the driver itself dies, running it
 again re-attaches: every RUNNING trial is matched with its job (still running: followed; ended:
 told), so there are no duplicate trials and no orphan jobs.
 
@@ -34,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from steelseg_hpc.compute.profiles import ClusterProfile, check_profile, load_profile, resolve_profile_path
 from steelseg_hpc.compute.run_lock import RunLock
+from steelseg_hpc.compute.slurm import node_failures
 from steelseg_hpc.core import rundir
 from steelseg_hpc.core.config import validate
 from steelseg_hpc.core.errors import ConfigError
@@ -254,6 +257,15 @@ class SweepDriver(Resume):
                 # still tears down (interpreter exit, SLURM epilog): telling the study now lets the
                 # next trial queue behind it instead of waiting seconds for the job to vanish.
                 state = "COMPLETED"
+            elif node_failures(status.requeues):
+                # SLURM requeued the job after a node failure. The sweep's rule for a dead job is
+                # the same on every cluster, whatever its JobRequeue: the trial fails with the
+                # reason and its parameters run again as a new trial of one uninterrupted job.
+                flight.handle.cancel()
+                self.in_flight.remove(flight)
+                why = f"{'; '.join(node_failures(status.requeues))}; SLURM's requeue of it cancelled"
+                self._finish(flight, "NODE_FAIL", why, rows)
+                continue
             elif not flight.handle.ended:
                 continue
             self.in_flight.remove(flight)

@@ -9,13 +9,17 @@ import json
 import re
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
 from steelseg_hpc.cli import main
 from steelseg_hpc.core import rundir
@@ -23,7 +27,9 @@ from steelseg_hpc.core.errors import TrainingError
 from steelseg_hpc.launch import submit_experiment
 from steelseg_hpc.launch.submit import plan_experiment
 from steelseg_hpc.launch.config import load_experiment
+from steelseg_hpc.launch.index import ExperimentIndex
 from steelseg_hpc.launch.status import collect_status
+from steelseg_hpc.sweeps.study import open_storage
 from steelseg_hpc.training.checkpoints import CheckpointManager
 
 from .conftest import REPO, SMOKE, cluster_profile, sacct_states, wait_for_jobs, wait_for_marker
@@ -47,11 +53,11 @@ def _node_states() -> dict[str, str]:
 def three_nodes():
     if shutil.which("sinfo") is None:
         pytest.skip("SLURM is not installed (no sinfo on PATH); run launch/local-cluster/up")
-    _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
     try:
+        _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
         yield NODES
     finally:
-        _run("bash", str(SCRIPTS / "up"))  # back to the 1-node default the other tests use
+        _run("bash", str(SCRIPTS / "up"))  # back to the 1-node default the other tests use, even after a failure
 
 
 def test_three_nodes_each_with_its_own_hostname_address_and_gpus(three_nodes):
@@ -221,3 +227,125 @@ def test_prep_on_workers_across_three_nodes_survives_a_crashed_worker_node_and_w
     assert prep.returncode == 0, output
     assert f"lost the Dask worker on {marker.read_text()}" in " ".join(output.split()), output
     assert _store_files(out) == _store_files(tiny_store)  # the crashed node's task was rerun elsewhere
+
+
+# A sitecustomize for the sweep's trial jobs: each job's 2nd training forward writes held-JOBID
+# (naming its node) and waits until the test writes `release`; jobs started after that never wait.
+HOLD_HOOK = """
+import os
+if os.environ.get("STEELSEG_TEST_HOLD_DIR") and os.environ.get("SLURM_JOB_ID"):
+    import socket, time
+    from pathlib import Path
+    from steelseg_hpc.training import engine
+
+    folder = Path(os.environ["STEELSEG_TEST_HOLD_DIR"])
+    calls = {"n": 0}
+    original = engine.TrainStep.fp32_loss
+
+    def holding(self, logits, masks):
+        calls["n"] += self.training
+        if self.training and calls["n"] == 2 and not (folder / "release").exists():
+            (folder / f"held-{os.environ['SLURM_JOB_ID']}").write_text(socket.gethostname())
+            deadline = time.time() + 300
+            while not (folder / "release").exists() and time.time() < deadline:
+                time.sleep(0.1)
+        return original(self, logits, masks)
+
+    engine.TrainStep.fp32_loss = holding
+"""
+
+SWEEP = """name = "acrossnodes"
+store = "{store}"
+profile = "{profile}"
+runs_root = "{root}"
+parallel = 4
+retries = 1
+[base]
+arch = "sam-lora"
+overrides = ["epochs=2", "data.num_workers=0", "data.max_train_tiles=8", "micro_batch=2", "grad_accumulation=2",
+             "progress=false", 'precision="fp32"', "data.pin_memory=false", 'model.variant="tiny"',
+             'model.prompt="none"']
+[pruner]
+kind = "none"
+[space.rank]
+key = "model.rank"
+values = [2, 4, 8, 16]
+"""
+
+
+class _Lines:
+    """The driver's output, read as it comes (so the test can wait for a line)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(process.stdout), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, words: str, timeout: float, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(words in " ".join(line.split()) for line in self.lines):
+            assert process.poll() is None or self.thread.is_alive(), "".join(self.lines)
+            assert time.monotonic() < deadline, f"no {words!r} within {timeout:.0f} s:\n" + "".join(self.lines)
+            time.sleep(0.2)
+
+    def text(self) -> str:
+        return " ".join("".join(self.lines).split())
+
+
+def _slurmctld_pid() -> int:
+    return int((Path(os.environ.get("STEELSEG_SLURM_HOME", "/var/tmp/steelseg-slurm")) / "run" / "slurmctld.pid")
+               .read_text())
+
+
+def test_a_sweep_across_nodes_rides_out_a_controller_restart_and_retries_a_trial_lost_to_a_node_crash(
+        three_nodes, tiny_store, tmp_path):
+    hold = tmp_path / "hold"
+    (hold / "hook").mkdir(parents=True)
+    (hold / "hook" / "sitecustomize.py").write_text(HOLD_HOOK)
+    spec = tmp_path / "acrossnodes.toml"
+    spec.write_text(SWEEP.format(store=tiny_store, profile=REPO / "launch" / "local-cluster.toml", root=tmp_path))
+    index = tmp_path / "index.sqlite"
+    env = dict(os.environ, STEELSEG_INDEX=str(index), STEELSEG_TEST_HOLD_DIR=str(hold),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(hold / "hook"), os.environ.get("PYTHONPATH")])))
+    driver = subprocess.Popen([sys.executable, "-m", "steelseg_hpc", "sweep", str(spec)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = _Lines(driver)
+    try:
+        deadline = time.monotonic() + 240
+        while len(held := list(hold.glob("held-*"))) < 4:  # all four trials in flight, in epoch 1
+            assert driver.poll() is None, output.text()
+            assert time.monotonic() < deadline, (output.text(), _run("squeue"))
+            time.sleep(0.5)
+        node_of = {path.name.removeprefix("held-"): path.read_text() for path in held}
+        assert len(set(node_of.values())) == 3, node_of  # spread over the three nodes
+        # The controller dies and comes back: the driver's squeue calls go unanswered meanwhile.
+        os.kill(_slurmctld_pid(), signal.SIGKILL)
+        output.wait_for("SLURM is not answering (squeue", 60, driver)
+        _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
+        output.wait_for("SLURM answers again", 120, driver)
+        # A node with one trial on it crashes: that trial fails with the reason and runs again.
+        lonely = next(node for node in set(node_of.values()) if list(node_of.values()).count(node) == 1)
+        _run("bash", str(SCRIPTS / "crash-node"), lonely)
+        output.wait_for("node failure", 180, driver)
+        (hold / "release").write_text("go")
+        driver.wait(timeout=480)
+    finally:
+        (hold / "release").write_text("go")
+        driver.kill()
+        _run("bash", str(SCRIPTS / "up"), "--nodes", "3")
+    output.thread.join(timeout=10)
+    assert driver.returncode == 0, output.text()
+    study = optuna.load_study(study_name="acrossnodes", storage=open_storage(str(tmp_path / "acrossnodes" / "study.journal")))
+    trials = study.get_trials()
+    (failed,) = [t for t in trials if t.state == TrialState.FAIL]
+    lost_job = failed.user_attrs["job_id"]
+    assert node_of[lost_job] == lonely and f"node failure on {lonely}" in failed.user_attrs["fail_reason"]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == failed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == failed.params
+    assert sorted(t.params["rank"] for t in trials if t.state == TrialState.COMPLETE) == [2, 4, 8, 16]
+    # Nothing lost, nothing submitted twice: five trials, five jobs, one each.
+    jobs = ExperimentIndex(index).jobs("acrossnodes", latest_only=False)
+    assert len(trials) == 5 and sorted(job.job_id for job in jobs) == sorted(t.user_attrs["job_id"] for t in trials)
+    names = _run("sacct", "-X", "-n", "-P", "-S", "now-1hour", "-o", "JobName,JobID").split()
+    submitted = [name for name in names if name.split("|")[0].startswith("acrossnodes-t")]
+    assert len(submitted) == len({line.split("|")[0] for line in submitted}) == 5, submitted

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 #: name -> extra arguments (each script's defaults are sized for a 2-core CPU).
 BENCHMARKS = {
     "prep": [], "store_codecs": [], "models": [], "sam_lora": [], "train": [], "precision": [],
-    "checkpoints": [], "sweep": [], "gpu": [], "cli": [],
+    "checkpoints": [], "sweep": [], "multinode": [], "gpu": [], "cli": [],
 }
 
 
@@ -111,6 +111,14 @@ FIGURES: dict[str, list[Figure]] = {
         Figure("steelseg-hpc --help, median s", _at("median_s", "help"), "<= 0.5", lambda v: v <= 0.5),
         Figure("steelseg-hpc status --help, median s", _at("median_s", "status_help"), "<= 0.5", lambda v: v <= 0.5),
         Figure("steelseg-hpc status of 200 jobs, median s", _at("median_s", "status"), "<= 1", lambda v: v <= 1),
+    ],
+    "multinode": [
+        Figure("2 nodes x 1 rank / 1 node x 2 ranks, tiles/s", _at("two_nodes_vs_one_node")),
+        Figure("node crash -> node down, s", _at("crash", "detected_s")),
+        Figure("node crash -> resumed job's first step, s", _at("crash", "first_step_s")),
+        Figure("crashed run completed, epochs in order", lambda r: (r.get("crash", {}).get("completed") is True
+                                                                   and r["crash"].get("epochs_in_order") is True),
+               "true", lambda v: v is True),
     ],
     "sweep": [
         Figure("driver overhead per trial, median s", _at("driver_overhead_s", "median"), "< 2",

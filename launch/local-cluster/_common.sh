@@ -47,12 +47,19 @@ pid_of() {
     local file=$1 pid
     [[ -r $file ]] || return 0
     pid=$(tr -dc '0-9' <"$file")
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    if [[ -n $pid ]] && ! process_gone "$pid"; then
         echo "$pid"
     fi
 }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds.
+# process_gone PID: no such process, or only its zombie (killed, not yet reaped: kill -0 still works).
+process_gone() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    [[ ${stat##*) } == Z* ]]  # the state follows the command name, which may hold spaces
+}
+
 wait_for() {
     local limit=$1 what=$2
     shift 2

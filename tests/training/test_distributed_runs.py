@@ -8,14 +8,14 @@ from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
 
-from tests.training.helpers import TINY_SAM, TINY_UNET, read_metrics, run_cli, run_torchrun
+from tests.training.helpers import BF16, TINY_SAM, TINY_UNET, read_metrics, run_cli, run_torchrun
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_process_unet_zero2_bf16(tiny_store, tmp_path):
     run_dir = tmp_path / "unet-2p"
-    run_torchrun(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET,
+    run_torchrun(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET, *BF16,
                   "--epochs", "2", "--set", "data.max_train_tiles=16"])
     rows = read_metrics(run_dir)
     assert [row["epoch"] for row in rows] == [1, 2]

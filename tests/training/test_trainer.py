@@ -25,7 +25,7 @@ store_path, run_path, out = sys.argv[1:]
 config = load_run_config(None, ["model.base_channels=4", "data.num_workers=0", "data.max_train_tiles=12",
                                 "grad_accumulation=2", "schedule.warmup_epochs=0", "progress=false",
                                 "micro_batch=2", "optimizer.lr=0.01"],
-                         arch="unet3plus", store=store_path, epochs=3, zero_stage=2, precision="bf16")
+                         arch="unet3plus", store=store_path, epochs=3, zero_stage=2, precision="auto")
 store = open_store(store_path)
 trainer = Trainer.setup(config, RunWriter(Path(run_path)), setup_distributed(), store, base={},
                         identity=store_identity(store))

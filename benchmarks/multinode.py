@@ -210,7 +210,7 @@ def main() -> None:
         raise SystemExit("benchmarks/multinode.py needs root and the local SLURM (bash launch/local-cluster/up)")
     result = run(args)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
         return
     for name in ("two_nodes", "one_node"):
         r = result[name]

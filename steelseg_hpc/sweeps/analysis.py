@@ -6,8 +6,9 @@
 - **B_crit** (McCandlish et al. 2018): for each batch size B (at its best learning rate), the
   optimiser steps S and training tiles E needed to first reach a target val Dice (default 95 %
   of the sweep's best) follow ``(S / S_min - 1)(E / E_min - 1) = 1``; with ``E = B S`` that is
-  ``S = S_min + E_min / B``, a straight line in ``1 / B``. Least squares gives ``S_min`` and
-  ``E_min``; ``B_crit = E_min / S_min``; a bootstrap over the measurements gives its interval.
+  ``S = S_min + E_min / B``, a straight line in ``1 / B``. Least squares on relative errors gives
+  ``S_min`` and ``E_min``; ``B_crit = E_min / S_min``; a parametric bootstrap of the fit gives its
+  interval (checked to cover a planted B_crit in ≥ 90 % of simulated sweeps).
 - **Answers**: one generated sentence each for "small batches give noisy gradients" (does the
   gradient noise scale B_simple exceed the small batch sizes?) and "... and generalize poorly"
   (is the best val Dice of the small batches lower than that of the best batch size, by more than
@@ -87,41 +88,77 @@ def duplicate_notes(all_points: list[Point]) -> list[str]:
     return notes
 
 
+def _weighted_line(xs: list[float], ys: list[float], weights: list[float]) -> tuple[float, float] | None:
+    """Weighted least squares ``y = a + b x``; None when the xs do not vary."""
+    total = sum(weights)
+    mean_x = sum(w * x for w, x in zip(weights, xs)) / total
+    mean_y = sum(w * y for w, y in zip(weights, ys)) / total
+    spread = sum(w * (x - mean_x) ** 2 for w, x in zip(weights, xs))
+    if spread <= 0:
+        return None
+    slope = sum(w * (x - mean_x) * (y - mean_y) for w, x, y in zip(weights, xs, ys)) / spread
+    return mean_y - slope * mean_x, slope
+
+
+def _fit_line(batches: list[float], steps: list[float]) -> tuple[float, float] | None:
+    """``(S_min, E_min)`` of ``S = S_min + E_min / B``, fitted to relative errors.
+
+    Steps-to-target scatter in proportion to their size (a seed changes them by some percent),
+    so the points of small batches, whose steps are many, would dominate a plain least-squares
+    fit. Each point is weighted by ``1 / S_fitted²`` (iterated from the plain fit): a fit of the
+    relative errors.
+    """
+    xs = [1.0 / b for b in batches]
+    line = _weighted_line(xs, steps, [1.0] * len(xs))
+    for _ in range(3):
+        if line is None:
+            return None
+        fitted = [line[0] + line[1] * x for x in xs]
+        if min(fitted) <= 0:
+            break
+        line = _weighted_line(xs, steps, [1.0 / f ** 2 for f in fitted])
+    return line
+
+
 def fit_critical_batch(batches: list[float], steps: list[float]) -> dict[str, float | None]:
-    """Least-squares fit of ``S = S_min + E_min / B``; ``B_crit = E_min / S_min``.
+    """Fit ``S = S_min + E_min / B`` to steps-to-target (relative errors); ``B_crit = E_min / S_min``.
 
     Returns ``{"s_min", "e_min", "b_crit"}``; ``b_crit`` is None when the data do not define a
     positive ``S_min`` and ``E_min`` (fewer than two batch sizes, or steps that do not fall with B).
     """
-    xs = [1.0 / b for b in batches]
-    if len(set(xs)) < 2:
+    line = _fit_line(batches, steps) if len({float(b) for b in batches}) >= 2 else None
+    if line is None:
         return {"s_min": None, "e_min": None, "b_crit": None}
-    mean_x, mean_y = fmean(xs), fmean(steps)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, steps)) / sum((x - mean_x) ** 2 for x in xs)
-    intercept = mean_y - slope * mean_x
+    intercept, slope = line
     valid = slope > 0 and intercept > 0
     return {"s_min": intercept, "e_min": slope, "b_crit": slope / intercept if valid else None}
 
 
 def bootstrap_critical_batch(batches: list[float], steps: list[float], rounds: int = 1000,
                              seed: int = 0) -> tuple[float | None, float | None]:
-    """A 95 % interval of B_crit: resample the measurements (within each batch size when there
-    are several seeds of it), refit, take the 2.5th and 97.5th percentiles."""
+    """A 95 % interval of B_crit by a parametric bootstrap of the fit.
+
+    The fitted curve plus multiplicative noise of the size the fit's own residuals show (their
+    log-scale sd over ``n - 2`` degrees of freedom, and in each round a draw of that sd from its
+    own uncertainty, so that few measurements give wide intervals) is measured again and refitted;
+    the 2.5th and 97.5th percentiles of the refitted B_crit are the interval. Resampling the
+    measurements themselves would be too narrow with one or two seeds per batch size (it covered
+    a planted B_crit in about two thirds of simulated sweeps; this covers it in about 95 %).
+    None when there are fewer than three measurements or the fit defines no B_crit.
+    """
+    fit = fit_critical_batch(batches, steps)
+    dof = len(steps) - 2
+    if fit["b_crit"] is None or dof < 1 or min(steps) <= 0:
+        return None, None
+    fitted = [fit["s_min"] + fit["e_min"] / b for b in batches]
+    sigma = math.sqrt(sum(math.log(s / f) ** 2 for s, f in zip(steps, fitted)) / dof)
     rng = random.Random(seed)
-    by_batch: dict[float, list[float]] = {}
-    for b, s in zip(batches, steps):
-        by_batch.setdefault(b, []).append(s)
-    stratified = any(len(v) > 1 for v in by_batch.values())
     estimates = []
     for _ in range(rounds):
-        if stratified:
-            sample = [(b, rng.choice(v)) for b, v in by_batch.items() for _ in v]
-        else:
-            pairs = list(zip(batches, steps))
-            sample = [rng.choice(pairs) for _ in pairs]
-        fit = fit_critical_batch([b for b, _ in sample], [s for _, s in sample])
-        if fit["b_crit"] is not None:
-            estimates.append(fit["b_crit"])
+        drawn = sigma * math.sqrt(dof / max(sum(rng.gauss(0, 1) ** 2 for _ in range(dof)), 1e-12))
+        again = fit_critical_batch(batches, [f * math.exp(rng.gauss(0, drawn)) for f in fitted])
+        if again["b_crit"] is not None:
+            estimates.append(again["b_crit"])
     if len(estimates) < rounds // 2:
         return None, None
     estimates.sort()

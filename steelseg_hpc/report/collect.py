@@ -29,7 +29,7 @@ from steelseg_hpc.launch import ExperimentIndex
 from steelseg_hpc.models import architecture, build_model
 from steelseg_hpc.models.profiling import forward_gflops
 from steelseg_hpc.report.pooling import experiment_fields
-from steelseg_hpc.sweeps.outcome import gpu_hours
+from steelseg_hpc.sweeps.outcome import Cost, run_cost
 from steelseg_hpc.training import load_saved_config
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_WHEN_DAMAGED = {
     "config": "its seed, options and GFLOPs are",
     "run_info": "its store, parameter count and GFLOPs are",
-    "metrics": "its epochs, time per epoch, GPU-hours and peak memory are",
+    "metrics": "its epochs, time per epoch, cost and peak memory are",
     "final": "how it stopped is",
     "evaluation": "its test figures are",
 }
@@ -102,8 +102,10 @@ class RunRecord:
         return max(peaks) if peaks else None
 
     @property
-    def gpu_hours(self) -> float:
-        return gpu_hours(self.rows)
+    def cost(self) -> Cost:
+        """GPU-hours on GPUs, CPU core-hours on CPUs (from the host its last start recorded)."""
+        host = self.info.last_start.get("host") if self.info is not None else None
+        return run_cost(self.rows, host if isinstance(host, dict) else None)
 
     def damage_notes(self, split: str) -> list[str]:
         """One line per damaged file: which, why, and what of the run is therefore unknown."""

@@ -2,8 +2,8 @@
 
 The page has the comparison table (one row per experiment of an architecture, mean ± sd over
 its seeds: pixel accuracy, Dice, mIoU, per-class IoU, the change against the family's vanilla
-model, parameters, GFLOPs per tile, peak memory, minutes per epoch, GPU-hours, epochs, the
-checkpoint evaluated), generated answers, training curves, confusion matrices, test overlays with
+model, parameters, GFLOPs per tile, peak memory, minutes per epoch, cost (GPU-hours, or CPU
+core-hours for runs on CPUs), epochs, the checkpoint evaluated), generated answers, training curves, confusion matrices, test overlays with
 the class legend, and the sections of any sweeps named. Runs on other stores (or measured another
 way) are in tables of their own, with their store's classes (``report.groups``); a figure read
 from a damaged file is ``?``, one not measured ``–``. Plots are embedded (``data:`` URIs), so the
@@ -38,6 +38,7 @@ from steelseg_hpc.report.collect import collect_runs, gflops_per_tile
 from steelseg_hpc.report.groups import ArchitectureGroup, Cohort, group_runs
 from steelseg_hpc.report.output import ReportFolder
 from steelseg_hpc.report.sweep import sweep_report
+from steelseg_hpc.sweeps.outcome import cost_header
 from steelseg_hpc.sweeps.study import load_existing_study, open_storage
 
 #: Overlays embedded per architecture, and their width on the page (they are whole images).
@@ -79,6 +80,20 @@ class _Names:
 UNKNOWN = "?"
 
 
+def _cost_unit(cohort: Cohort) -> str:
+    """The cost column's title of a table: GPU-hours, CPU core-hours, or "cost" when runs differ."""
+    return cost_header([run.cost.unit for group in cohort.groups for run in group.runs])
+
+
+def _cost_cell(group: ArchitectureGroup, cohort: Cohort) -> str:
+    """Mean ± sd of the group's cost; each run's own unit spelled out where the table mixes them."""
+    units = {run.cost.unit for run in group.runs}
+    if len(units) > 1:
+        return "; ".join(f"{run.cost.value:.3f} {run.cost.unit}" for run in group.runs)
+    cell = _fmt(*group.stat(lambda r: r.cost.value), spec=".3f")
+    return cell if _cost_unit(cohort) != "cost" else f"{cell} {units.pop()}"
+
+
 def _row(group: ArchitectureGroup, cohort: Cohort) -> dict[str, Any]:
     unknown, class_count = group.unknown, len(cohort.class_names)
 
@@ -111,7 +126,7 @@ def _row(group: ArchitectureGroup, cohort: Cohort) -> dict[str, Any]:
             f"{gflops:.1f} @ {tile}²" if gflops is not None else "–"),
         "memory": shown("metrics", _fmt(*memory, scale=1 / 1024, spec=".2f")),
         "minutes": shown("metrics", _fmt(*group.stat(lambda r: r.minutes_per_epoch), spec=".2f")),
-        "gpu_hours": shown("metrics", _fmt(*group.stat(lambda r: r.gpu_hours), spec=".3f")),
+        "cost": shown("metrics", _cost_cell(group, cohort)),
         "epochs": "/".join(UNKNOWN if "metrics" in run.damage else str(len(run.rows)) for run in group.runs),
         "checkpoints": shown("evaluation", ", ".join((run.evaluation or {}).get("checkpoint", "–")
                                                      for run in group.runs)),
@@ -243,7 +258,7 @@ def build_report(targets: list[str], out: Path, split: str = "test", index: Expe
     notes += [line for run in runs for line in run.damage_notes(split)]
     cohorts = group_runs(runs, notes)
     several = len(cohorts) > 1
-    tables = [{"label": cohort.label, "class_names": cohort.class_names,
+    tables = [{"label": cohort.label, "class_names": cohort.class_names, "cost_header": _cost_unit(cohort),
                "rows": [_row(group, cohort) for group in cohort.groups]} for cohort in cohorts]
     sentences = [f"{cohort.label}: {line}" if several else line for cohort in cohorts for line in answers(cohort)]
     with folder.staging() as stage:

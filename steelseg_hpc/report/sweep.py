@@ -33,6 +33,7 @@ from rich.table import Table  # noqa: E402
 from steelseg_hpc.core.io import atomic_write_json  # noqa: E402
 from steelseg_hpc.sweeps import analysis  # noqa: E402
 from steelseg_hpc.sweeps.config import GLOBAL_BATCH  # noqa: E402
+from steelseg_hpc.sweeps.outcome import cost_header  # noqa: E402
 from steelseg_hpc.sweeps.record import read_record  # noqa: E402
 from steelseg_hpc.sweeps.tally import tally_trials  # noqa: E402
 
@@ -137,8 +138,9 @@ def _optuna_plots(study: optuna.Study, out: Path, plots: list[str]) -> None:
         attempts.append(("importances.png", lambda: optuna_plots.plot_param_importances(
             study, target=(lambda t: t.values[0]) if multi else None)))
     if multi and complete:
+        cost = cost_header([t.user_attrs.get("cost_unit") or "cost" for t in complete])
         attempts.append(("pareto.png", lambda: optuna_plots.plot_pareto_front(
-            study, target_names=["val metric", "GPU-hours"])))
+            study, target_names=["val metric", cost])))
     import warnings
 
     for name, make in attempts:

@@ -60,6 +60,14 @@ class Point:
         values = [t.user_attrs.get(name) for t in self.trials if isinstance(t.user_attrs.get(name), (int, float))]
         return fmean(values) if values else None
 
+    def cost(self) -> tuple[float | None, str | None]:
+        """The mean cost over the point's trials and its unit; (None, None) when their units differ
+        (GPU-hours and CPU core-hours do not add up) or no trial recorded one."""
+        units = {t.user_attrs.get("cost_unit") for t in self.trials}
+        if len(units) != 1 or None in units:
+            return None, None
+        return self.attr_mean("cost"), units.pop()
+
 
 def points(trials: list[FrozenTrial]) -> list[Point]:
     """Completed trials grouped by their parameters (distinct seeds pooled), in first-trial order."""
@@ -265,5 +273,5 @@ def categorical_analysis(trials: list[FrozenTrial], param: str) -> list[dict[str
                      "n": point.n, "trainable_params": point.attr_mean("trainable_params"),
                      "peak_memory_mb": point.attr_mean("peak_memory_mb"),
                      "seconds_per_epoch": point.attr_mean("seconds_per_epoch"),
-                     "gpu_hours": point.attr_mean("gpu_hours")})
+                     **dict(zip(("cost", "cost_unit"), point.cost()))})
     return rows

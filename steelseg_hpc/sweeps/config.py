@@ -81,7 +81,9 @@ class BaseRun(StrictModel):
 
 class ObjectiveSpec(StrictModel):
     """What a trial scores: the best validation ``metric`` over its epochs (maximised), and
-    optionally its GPU-hours (minimised) as a second objective: then the sweep has a Pareto front."""
+    optionally its cost (minimised) as a second objective: then the sweep has a Pareto front. The
+    cost is GPU-hours for trials on GPUs and CPU core-hours for trials on CPUs (the key keeps its
+    name)."""
 
     metric: Literal[VALIDATION_METRICS] = "val_dice"  # type: ignore[valid-type]
     gpu_hours: bool = False

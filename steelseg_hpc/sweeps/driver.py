@@ -308,7 +308,8 @@ class SweepDriver(Resume):
         if value is None:
             self._fail(trial, flight.slot, f"no {self.spec.objective.metric} in {flight.run_dir}")
             return
-        values = [value, outcome.gpu_hours(rows)] if self.spec.objective.gpu_hours else [value]
+        cost = outcome.run_cost(rows, outcome.host_of(str(flight.run_dir)))
+        values = [value, cost.value] if self.spec.objective.gpu_hours else [value]
         self.study.tell(trial, values)
         self.echo(f"trial {number}: COMPLETE, {self.spec.objective.metric} {value:.4f}")
 

@@ -295,7 +295,7 @@ def make_pruner(spec: SweepSpec, epochs: int) -> optuna.pruners.BasePruner:
 
 
 def directions(spec: SweepSpec) -> list[str]:
-    """Maximise the validation metric; with ``gpu_hours``, also minimise GPU-hours."""
+    """Maximise the validation metric; with ``gpu_hours``, also minimise the cost (GPU- or CPU core-hours)."""
     return ["maximize", "minimize"] if spec.objective.gpu_hours else ["maximize"]
 
 

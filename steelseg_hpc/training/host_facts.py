@@ -72,12 +72,14 @@ def package_versions() -> dict[str, str | None]:
 
 
 def host_info(world_size: int) -> dict[str, object]:
-    """Host name, CPU, GPUs and the job's world size and SLURM job id."""
+    """Host name, CPU (cores, and the threads each rank computes with), GPUs, the job's world size
+    and SLURM job id: what the run's cost is counted in (see ``sweeps.outcome.run_cost``)."""
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu_threads": torch.get_num_threads(),  # each rank's compute threads: a CPU run's cores
         "gpus": gpus,
         "cuda": torch.version.cuda if gpus else None,
         "world_size": world_size,

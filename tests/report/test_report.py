@@ -26,14 +26,18 @@ from steelseg_hpc.training import load_run_config
 CLASSES = ["ferrite", "pearlite", "carbide"]
 
 
+CPU_HOST = {"hostname": "n1", "gpus": [], "cpu_count": 2, "cpu_threads": 2, "world_size": 1}
+
+
 def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_seconds: float = 60.0,
                   evaluated: bool = True, tiles_per_s: float | None = None, started: str | None = None,
                   store: str = "s.zarr", identity: dict | None = None, classes: list[str] = CLASSES,
-                  overrides: tuple[str, ...] = ()) -> Path:
+                  overrides: tuple[str, ...] = (), host: dict | None = None) -> Path:
     """A run directory as the engine writes one, with chosen figures (no training).
 
     ``identity`` is the store identity run.json records (default: that of ``store``); ``classes``
-    the store's classes the evaluation names; ``overrides`` further run-config ``KEY=VALUE``.
+    the store's classes the evaluation names; ``overrides`` further run-config ``KEY=VALUE``;
+    ``host`` the host facts of its start (default: a CPU run of one rank on 2 threads).
     """
     run = folder / f"{arch}-s{seed}"
     files = RunFiles(run)
@@ -44,7 +48,8 @@ def fabricate_run(folder: Path, arch: str, seed: int, test_dice: float, epoch_se
         identity = {"tile_size": 64} if store == "s.zarr" else store_identity(open_store(store))
     rundir.write_run_info(files, RunInfo(created="t", arch=arch, model={"total_params": 123456, "arch": arch},
                                          store=identity,
-                                         starts=[{"precision": "fp32", **({"time": started} if started else {})}]))
+                                         starts=[{"precision": "fp32", "host": host or CPU_HOST,
+                                                  **({"time": started} if started else {})}]))
     for epoch in (1, 2, 3):
         rundir.append_metrics(files, MetricsRow(
             epoch=epoch, step=epoch * 4, train_loss=1.0 / epoch, val_loss=1.1 / epoch, train_dice=0.3 * epoch,

@@ -108,9 +108,9 @@ def _wrong_types(path: Path) -> None:
 
 
 @pytest.mark.parametrize("file, damage, unknown", [
-    ("metrics.jsonl", _garbage_mid_file, ("epochs", "minutes", "gpu_hours", "memory")),
-    ("metrics.jsonl", _not_text, ("epochs", "minutes", "gpu_hours", "memory")),
-    ("metrics.jsonl", _a_folder, ("epochs", "minutes", "gpu_hours", "memory")),
+    ("metrics.jsonl", _garbage_mid_file, ("epochs", "minutes", "cost", "memory")),
+    ("metrics.jsonl", _not_text, ("epochs", "minutes", "cost", "memory")),
+    ("metrics.jsonl", _a_folder, ("epochs", "minutes", "cost", "memory")),
     ("run.json", _not_json, ("params", "gflops")),
     ("run.json", _wrong_types, ("params", "gflops")),
     ("final.json", _not_an_object, ()),
@@ -129,7 +129,7 @@ def test_a_damaged_run_file_is_named_and_its_figures_are_unknown_not_zero(tmp_pa
     (row,) = summary["rows"]
     for column in unknown:
         assert row[column] == "?", (column, row)
-    for column in {"epochs", "gpu_hours", "dice", "params"} - set(unknown):
+    for column in {"epochs", "cost", "dice", "params"} - set(unknown):
         assert row[column] not in ("?", "0", "0.000", "–"), (column, row)
 
 
@@ -201,3 +201,23 @@ def test_a_sweep_section_lands_in_out_with_the_paths_it_has_there(tmp_path, inde
     assert plots and all(Path(plot).is_file() and Path(plot).parent == tmp_path / "r" / "sweep-tiny" for plot in plots)
     assert json.loads((tmp_path / "r" / "sweep-tiny" / "summary.json").read_text())["plots"] == plots
     assert sorted(path.name for path in tmp_path.iterdir()) == ["index.sqlite", "journal.log", "r", "runs"]
+
+
+def test_the_cost_column_names_the_device_the_runs_trained_on(tmp_path, index_file):
+    gpu = {"hostname": "g1", "gpus": ["NVIDIA H100"], "cpu_count": 32, "cpu_threads": 8, "world_size": 1}
+    cpu_runs = [fabricate_run(tmp_path / "cpu", "unet3plus", seed, 0.7) for seed in (0, 1)]
+    result, summary = report(cpu_runs, tmp_path / "r-cpu", index_file)
+    assert result.exit_code == 0, result.output
+    # 3 epochs of 60 s on one rank with 2 threads: 0.05 hours x 2 cores
+    assert summary["rows"][0]["cost"] == "0.100 ± 0.000"
+    markdown = (tmp_path / "r-cpu" / "report.md").read_text()
+    assert "| CPU core-hours |" in markdown and "GPU-hours" not in markdown
+    gpu_run = fabricate_run(tmp_path / "gpu", "unet3plus", 2, 0.7, host=gpu)
+    result, summary = report([gpu_run], tmp_path / "r-gpu", index_file)
+    assert "| GPU-hours |" in (tmp_path / "r-gpu" / "report.md").read_text()
+    assert summary["rows"][0]["cost"] == "0.050"
+    # GPU-hours and CPU core-hours do not add up: each run says which it is
+    result, summary = report([*cpu_runs, gpu_run], tmp_path / "r-both", index_file)
+    (row,) = summary["rows"]
+    assert row["cost"] == "0.100 CPU core-hours; 0.100 CPU core-hours; 0.050 GPU-hours"
+    assert "| cost |" in (tmp_path / "r-both" / "report.md").read_text()

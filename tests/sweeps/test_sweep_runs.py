@@ -79,7 +79,7 @@ def test_a_lora_rank_sweep_completes_with_its_user_attributes(rank_sweep):
         attrs = trial.user_attrs
         assert Path(attrs["run_dir"]).is_dir() and attrs["job_id"].isdigit()
         assert attrs["trainable_params"] > 0 and attrs["peak_memory_mb"] > 0 and attrs["seconds_per_epoch"] > 0
-        assert attrs["gpu_hours"] > 0 and attrs["epochs_done"] == 2 and attrs["stop_reason"] == "completed"
+        assert attrs["cost"] > 0 and attrs["cost_unit"] == "CPU core-hours" and attrs["epochs_done"] == 2 and attrs["stop_reason"] == "completed"
         assert len(attrs["noise_scale_b_simple"]) == 2
         assert trial.value == max(row.val_dice for row in read_metrics(attrs["run_dir"]))
     full = next(t for t in trials if t.params["rank"] == 0).user_attrs["trainable_params"]

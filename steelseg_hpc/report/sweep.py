@@ -78,21 +78,62 @@ def _rank_plots(rows: list[dict], param: str, out: Path, plots: list[str]) -> No
     _save(figure, out / "rank.png", plots)
 
 
-def _batch_plots(result: dict, trials, batch_param: str, lr_param: str | None, out: Path, plots: list[str]) -> None:
+def label_batch_axis(axis, batches: list[int], which: str = "x") -> None:
+    """A log2 batch axis labelled at the sweep's batch sizes in plain numbers, never overlapping.
+
+    Matplotlib's own log axis labels minor ticks (2×10⁰, 3×10⁰, ...) over a range below a decade,
+    which run into one unreadable line; here only the batch sizes are ticks, and a label that
+    would touch the one before it is left out (its tick stays).
+    """
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    target = axis.xaxis if which == "x" else axis.yaxis
+    (axis.set_xscale if which == "x" else axis.set_yscale)("log", base=2)
+    ticks = sorted({float(b) for b in batches if b and b > 0})
+    target.set_major_locator(FixedLocator(ticks))
+    target.set_minor_locator(NullLocator())
+    target.set_minor_formatter(NullFormatter())
+    (axis.set_xticklabels if which == "x" else axis.set_yticklabels)([f"{t:g}" for t in ticks])
+    figure = axis.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    kept = None
+    for label in target.get_ticklabels():
+        if not label.get_visible() or not label.get_text():
+            continue
+        box = label.get_window_extent(renderer).expanded(1.15, 1.0 if which == "x" else 1.4)
+        if kept is not None and box.overlaps(kept):
+            label.set_visible(False)
+        else:
+            kept = box
+
+
+def quiet_log_axis(axis, which: str = "y") -> None:
+    """A log axis with labels at its major ticks only (minor labels overlap on short ranges)."""
+    from matplotlib.ticker import NullFormatter
+
+    (axis.yaxis if which == "y" else axis.xaxis).set_minor_formatter(NullFormatter())
+
+
+def batch_lr_figure(complete, batch_param: str, lr_param: str):
+    """Each trial's best val Dice over its global batch and learning rate."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    scatter = axis.scatter([t.params[batch_param] for t in complete], [t.params[lr_param] for t in complete],
+                           c=[t.values[0] for t in complete], cmap="viridis", s=60)
+    axis.set(yscale="log", xlabel="global batch", ylabel="learning rate", title="val Dice over batch x lr")
+    figure.colorbar(scatter, label="best val Dice")
+    quiet_log_axis(axis)
+    label_batch_axis(axis, [t.params[batch_param] for t in complete])
+    return figure
+
+
+def critical_batch_figure(result: dict):
+    """Best Dice per batch size, steps and tiles to the target with the fitted B_crit curve."""
     batches = [row["batch"] for row in result["batches"]]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if lr_param:
-        figure, axis = plt.subplots(figsize=(6, 4))
-        scatter = axis.scatter([t.params[batch_param] for t in complete], [t.params[lr_param] for t in complete],
-                               c=[t.values[0] for t in complete], cmap="viridis", s=60)
-        axis.set(xscale="log", yscale="log", xlabel="global batch", ylabel="learning rate", title="val Dice over batch x lr")
-        axis.set_xscale("log", base=2)
-        figure.colorbar(scatter, label="best val Dice")
-        _save(figure, out / "batch_lr_heatmap.png", plots)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].errorbar(batches, [row["mean"] for row in result["batches"]], yerr=[row["sd"] or 0 for row in result["batches"]],
                      marker="o", capsize=3)
-    axes[0].set(xscale="log", xlabel="global batch", ylabel="best val Dice (best lr)", title="best Dice per batch size")
+    axes[0].set(xlabel="global batch", ylabel="best val Dice (best lr)", title="best Dice per batch size")
     reached = [(row["batch"], row["steps_to_target"], row["tiles_to_target"]) for row in result["batches"]
                if row["steps_to_target"] is not None]
     if reached:
@@ -106,12 +147,24 @@ def _batch_plots(result: dict, trials, batch_param: str, lr_param: str | None, o
         axes[2].plot(grid, [s_min * b + e_min for b in grid], "-", label="E = S_min B + E_min")
         for axis in axes[1:]:
             axis.axvline(result["b_crit"], color="grey", linestyle=":")
-    axes[1].set(xscale="log", yscale="log", xlabel="global batch", ylabel="optimiser steps to target",
+    axes[1].set(yscale="log", xlabel="global batch", ylabel="optimiser steps to target",
                 title=f"steps to {result.get('target', 0):.3f} val Dice")
-    axes[2].set(xscale="log", yscale="log", xlabel="global batch", ylabel="tiles to target", title="tiles to target")
+    axes[2].set(yscale="log", xlabel="global batch", ylabel="tiles to target", title="tiles to target")
     for axis in axes[1:]:
         axis.legend(fontsize=7)
-    _save(figure, out / "critical_batch.png", plots)
+        quiet_log_axis(axis)
+    figure.tight_layout()
+    for axis in axes:
+        label_batch_axis(axis, batches)
+    return figure
+
+
+def _batch_plots(result: dict, trials, batch_param: str, lr_param: str | None, out: Path, plots: list[str]) -> None:
+    batches = [row["batch"] for row in result["batches"]]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if lr_param:
+        _save(batch_lr_figure(complete, batch_param, lr_param), out / "batch_lr_heatmap.png", plots)
+    _save(critical_batch_figure(result), out / "critical_batch.png", plots)
     figure, axis = plt.subplots(figsize=(6, 4))
     for row in result["batches"]:
         for series in row["b_simple_per_epoch"] or []:

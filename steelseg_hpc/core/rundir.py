@@ -125,9 +125,17 @@ class _Record:
         return {**self.extra, **values}
 
 
+#: ``MetricsRow.point``: a row written at an epoch's end, or at a number of training tiles
+#: (``val_every_tiles``), which lands at the same tiles whatever the batch size.
+EPOCH_POINT, TILES_POINT = "epoch", "tiles"
+
+
 @dataclass
 class MetricsRow(_Record):
-    """One finished epoch (one line of ``metrics.jsonl``). Figures are None when not measured."""
+    """One line of ``metrics.jsonl``: a finished epoch, or a validation at a number of training
+    tiles (``point = "tiles"``: its ``epoch`` is the one in progress, its ``step`` and
+    ``tiles_trained`` say where; it has validation figures and no training ones). Figures are None
+    when not measured."""
 
     epoch: int = 0
     step: int = 0
@@ -151,6 +159,7 @@ class MetricsRow(_Record):
     global_batch: int | None = None
     tiles_trained: int | None = None
     compile_seconds: float | None = None  # first step after torch.compile, left out of tiles_per_s
+    point: str = EPOCH_POINT
 
 
 #: The validation figures a run can be judged by (sweep objectives, best-checkpoint choice).
@@ -238,8 +247,11 @@ def _read_record(path: Path, record: type[Record], strict: bool) -> Record | Non
         raise DamagedRunFile(f"{path}: damaged, {exc}") from None
 
 
-def read_metrics(run_dir: str | Path, strict: bool = False) -> list[MetricsRow]:
+def read_metrics(run_dir: str | Path, strict: bool = False, every_point: bool = False) -> list[MetricsRow]:
     """Every finished epoch of a run, in order (a torn line, mid-write, is skipped).
+
+    With ``every_point`` the validations at numbers of training tiles (``val_every_tiles``) come
+    too, in the order they were written (by ``step``): what steps-to-target is read from.
 
     A torn line is an unterminated last one: every row is written whole with its newline, so with
     ``strict`` any other line that is not a row means the file is damaged.
@@ -264,7 +276,7 @@ def read_metrics(run_dir: str | Path, strict: bool = False) -> list[MetricsRow]:
         except ValueError as exc:
             if strict and number <= len(lines):
                 raise DamagedRunFile(f"{path}: damaged, line {number} is not a metrics row ({exc})") from None
-    return rows
+    return rows if every_point else [row for row in rows if row.point == EPOCH_POINT]
 
 
 def append_metrics(files: RunFiles, row: MetricsRow) -> None:

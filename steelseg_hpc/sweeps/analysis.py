@@ -5,7 +5,8 @@
   pooled, the others are kept as the point's ``duplicates`` and named in the report.
 - **B_crit** (McCandlish et al. 2018): for each batch size B (at its best learning rate), the
   optimiser steps S and training tiles E needed to first reach a target val Dice (default 95 %
-  of the sweep's best) follow ``(S / S_min - 1)(E / E_min - 1) = 1``; with ``E = B S`` that is
+  of the sweep's best; read from every evaluation point, epoch ends and the ``val_every_tiles``
+  points between them, interpolated between the two that bracket the target) follow ``(S / S_min - 1)(E / E_min - 1) = 1``; with ``E = B S`` that is
   ``S = S_min + E_min / B``, a straight line in ``1 / B``. Least squares on relative errors gives
   ``S_min`` and ``E_min``; ``B_crit = E_min / S_min``; a parametric bootstrap of the fit gives its
   interval (checked to cover a planted B_crit in ≥ 90 % of simulated sweeps).
@@ -173,9 +174,42 @@ def bootstrap_critical_batch(batches: list[float], steps: list[float], rounds: i
     return estimates[int(0.025 * len(estimates))], estimates[min(int(0.975 * len(estimates)), len(estimates) - 1)]
 
 
-def first_reaching(rows: list[MetricsRow], metric: str, target: float) -> MetricsRow | None:
-    """The first epoch whose ``metric`` reaches ``target``."""
-    return next((row for row in rows if (getattr(row, metric) or -math.inf) >= target), None)
+@dataclass(frozen=True)
+class Reached:
+    """Where a run first reached a target: optimiser steps and training tiles, interpolated."""
+
+    steps: float
+    tiles: float | None
+    interpolated: bool  # between the two evaluation points that bracket the target (else: at a point)
+
+
+def first_reaching(rows: list[MetricsRow], metric: str, target: float) -> Reached | None:
+    """Steps and tiles at which ``metric`` first reaches ``target``, over every evaluation point.
+
+    ``rows`` are a run's evaluation points in training order (epoch ends and, with
+    ``val_every_tiles``, the points between them: ``read_metrics(..., every_point=True)``). The
+    target is crossed between the last point below it and the first at or above it; the steps
+    there are interpolated linearly in the metric between those two points, stated as such
+    (``interpolated``). Reached at the first point already, that point's steps are returned.
+
+    Example:
+        >>> rows = [MetricsRow(step=10, val_dice=0.5, global_batch=8), MetricsRow(step=20, val_dice=0.9, global_batch=8)]
+        >>> first_reaching(rows, "val_dice", 0.8)
+        Reached(steps=17.5, tiles=140.0, interpolated=True)
+    """
+    points = sorted((row for row in rows if getattr(row, metric) is not None), key=lambda row: row.step)
+    before = None
+    for row in points:
+        value = getattr(row, metric)
+        if value >= target:
+            batch = row.global_batch
+            if before is None or getattr(before, metric) >= value:
+                return Reached(float(row.step), None if batch is None else float(row.step * batch), False)
+            low = getattr(before, metric)
+            steps = before.step + (target - low) / (value - low) * (row.step - before.step)
+            return Reached(steps, None if batch is None else steps * batch, True)
+        before = row
+    return None
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -199,14 +233,15 @@ def batch_analysis(trials: list[FrozenTrial], batch_param: str, metric: str = "v
         return {"batches": [], "answers": ["no trial has completed yet"]}
     best_value = max(point.mean for point in by_batch.values())
     target = target_fraction * best_value
-    rows_of = {t.number: rundir.read_metrics(t.user_attrs.get("run_dir", "")) for p in by_batch.values() for t in p.trials}
+    rows_of = {t.number: rundir.read_metrics(t.user_attrs.get("run_dir", ""), every_point=True)
+               for p in by_batch.values() for t in p.trials}
     table, fit_batches, fit_steps, fit_tiles = [], [], [], []
     for batch in sorted(by_batch):
         point = by_batch[batch]
         noise = [v for t in point.trials for v in (t.user_attrs.get("noise_scale_b_simple") or []) if v is not None]
         reached = [first_reaching(rows_of[t.number], metric, target) for t in point.trials]
-        steps = [row.step for row in reached if row is not None]
-        tiles = [row.tiles_trained for row in reached if row is not None and row.tiles_trained is not None]
+        steps = [r.steps for r in reached if r is not None]
+        tiles = [r.tiles for r in reached if r is not None and r.tiles is not None]
         for s in steps:
             fit_batches.append(batch)
             fit_steps.append(s)
@@ -216,6 +251,8 @@ def batch_analysis(trials: list[FrozenTrial], batch_param: str, metric: str = "v
                       "steps_to_target": fmean(steps) if steps else None,
                       "tiles_to_target": fmean(tiles) if tiles else None,
                       "reached_target": f"{len(steps)}/{len(point.trials)}",
+                      "interpolated": any(r is not None and r.interpolated for r in reached),
+                      "evaluation_points": max((len(rows_of[t.number]) for t in point.trials), default=0),
                       "b_simple_per_epoch": [t.user_attrs.get("noise_scale_b_simple") for t in point.trials]})
     fit = fit_critical_batch(fit_batches, fit_steps)
     low, high = bootstrap_critical_batch(fit_batches, fit_steps) if fit["b_crit"] is not None else (None, None)
@@ -280,8 +317,12 @@ def _batch_answers(table: list[dict], by_batch: dict[int, Point], b_crit, low, h
     answers = [_noise_answer(table)]
     if b_crit is not None:
         interval = f" (95 % interval {_fmt(low, '.1f')} to {_fmt(high, '.1f')})" if low is not None else ""
+        read = ("steps to the target interpolated between the two evaluation points that bracket it"
+                if any(row.get("interpolated") for row in table) else "steps to the target read at evaluation points")
+        fewest = min((row.get("evaluation_points") or 0 for row in table), default=0)
         answers.append(f"Critical batch size B_crit = {b_crit:.1f} tiles{interval}: below it, doubling the batch "
-                       "nearly halves the steps to the target; above it, larger batches mostly cost compute.")
+                       "nearly halves the steps to the target; above it, larger batches mostly cost compute "
+                       f"({read}; at least {fewest} point(s) per run).")
     else:
         answers.append("Critical batch size: not resolved (too few batch sizes reached the target, or their "
                        "steps did not fall with the batch size).")

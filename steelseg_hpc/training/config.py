@@ -103,6 +103,7 @@ class RunConfig(StrictModel):
     channels_last: bool = False
     compile: bool = False
     time_budget_s: float = Field(0.0, ge=0)
+    val_every_tiles: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     progress: bool = True
     model: ModelSection = ModelSection()

@@ -66,9 +66,16 @@ class RunWriter:
     def read_metrics(self) -> list[MetricsRow]:
         return rundir.read_metrics(self.path)
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop lines of epochs after ``last_epoch`` (written after the checkpoint resumed from)."""
-        rundir.write_metrics(self.files, [row for row in self.read_metrics() if row.epoch <= last_epoch])
+    def truncate_metrics(self, last_epoch: int, last_step: int | None = None) -> None:
+        """Drop what was written after the checkpoint resumed from: rows of epochs after
+        ``last_epoch``, and validations at tiles after optimiser step ``last_step`` (a mid-epoch
+        checkpoint keeps the ones of its epoch's steps before it, which the resumed run skips)."""
+        def kept(row: MetricsRow) -> bool:
+            if row.point == rundir.TILES_POINT and last_step is not None:
+                return row.step <= last_step
+            return row.epoch <= last_epoch
+
+        rundir.write_metrics(self.files, [row for row in rundir.read_metrics(self.path, every_point=True) if kept(row)])
 
     def append_metrics(self, row: MetricsRow) -> None:
         rundir.append_metrics(self.files, row)

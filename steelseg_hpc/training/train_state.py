@@ -93,7 +93,7 @@ def load_latest(engine, checkpoints: CheckpointManager, run: RunWriter, env: Dis
     if noise is not None and client.get("noise_scale"):
         noise.load_state_dict(client["noise_scale"])
     if env.is_main:
-        run.truncate_metrics(client["epoch"])
+        run.truncate_metrics(client["epoch"], last_step=engine.global_steps)
     # The loaded state also holds DeepSpeed's own keys, which must not be saved back as ours.
     state = TrainState(**{name: client[name] for name in CHECKPOINT_FIELDS}, resumed_from=tag)
     state.resume_epoch = _mid_epoch_state(checkpoints.root / tag, client.get("mid_epoch"), env)

@@ -25,6 +25,7 @@ from steelseg_hpc.core.rundir import (
     STOPPED_ON_BUDGET,
     STOPPED_ON_PATIENCE,
     STOPPED_ON_REQUEST,
+    TILES_POINT,
     FinalSummary,
     MetricsRow,
 )
@@ -185,6 +186,8 @@ class Trainer:
         """Resume, train the remaining epochs, write ``final.json`` and return its summary."""
         config, env = self.config, self.env
         self.metrics = SegmentationMetrics(self.weights_meta.num_classes, self.weights_meta.class_names).to(self.device)
+        self.point_metrics = SegmentationMetrics(self.weights_meta.num_classes,
+                                                 self.weights_meta.class_names).to(self.device)
         self.noise = noise_estimator(config, env.world_size)
         self.state = state = load_latest(self.engine, self.checkpoints, self.run, env, self.noise,
                                          self.weights_meta.kind)
@@ -225,8 +228,32 @@ class Trainer:
             self.progress.note(message)
 
     def _step_end(self, loss: float) -> None:
+        self._validate_at_tiles()
         for hook in self.on_step_end:
             hook(self, loss)
+
+    def _validate_at_tiles(self) -> None:
+        """Validate where the tiles trained pass a multiple of ``val_every_tiles`` (collective).
+
+        The points fall at the same numbers of tiles whatever the batch size, so steps- and
+        tiles-to-target compare across a batch sweep. An epoch's last step is left to the epoch's
+        own row (the same model, validated once). Validation has its own metrics, so the epoch's
+        running training figures are untouched; the model goes back to training mode after.
+        """
+        every, engine = self.config.val_every_tiles, self.engine
+        if not every:
+            return
+        global_batch = self.config.micro_batch * self.config.grad_accumulation * self.env.world_size
+        tiles = engine.global_steps * global_batch
+        if tiles // every == (tiles - global_batch) // every or engine.global_steps % self.loaders.steps_per_epoch == 0:
+            return
+        stats = broadcast(validate(engine, self.loaders, self.point_metrics, self.device))
+        engine.train()
+        row = MetricsRow(epoch=self.state.epoch + 1, step=engine.global_steps, point=TILES_POINT,
+                         lr=float(engine.get_lr()[0]), world_size=self.env.world_size, global_batch=global_batch,
+                         tiles_trained=tiles, **stats)
+        if self.env.is_main:
+            self.run.append_metrics(row)
 
     def _epoch(self, epoch: int) -> bool:
         """Train, validate, record and checkpoint ``epoch``; whether the run goes on."""
@@ -242,7 +269,8 @@ class Trainer:
                                     epochs=config.epochs,
                                     budget_s=None if budget is None else budget - state.trained_seconds,
                                     exclude_first_step=self.compile_pending,
-                                    on_step_end=self._step_end if self.on_step_end else None)
+                                    on_step_end=self._step_end if self.on_step_end or config.val_every_tiles
+                                    else None)
         except EpochStopped as stopped:
             if stopped.signal_number == STOP_FILE:
                 # Asked to end (a sweep pruned the run): no requeue, the epoch is not finished.

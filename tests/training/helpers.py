@@ -23,7 +23,7 @@ TINY_UNET = [
 BF16 = ["--precision", "bf16"]
 TINY_SAM = [
     "--arch", "sam-lora", "--epochs", "2", "--batch-size", "2", "--lr", "0.005",
-    "--zero-stage", "2", "--precision", "bf16",
+    "--zero-stage", "2", "--precision", "auto",
     "--set", "model.variant=tiny", "--set", "model.rank=4", "--set", "data.num_workers=0",
     "--set", "data.max_train_tiles=8", "--set", "grad_accumulation=2", "--set", "progress=false",
 ]

@@ -14,7 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
+from steelseg_hpc.training.precision import resolve_precision
 from tests.training.helpers import CLI, TINY_UNET, read_metrics, run_cli, subprocess_env
+
+#: What precision "auto" resolves to on this machine's CPU (bf16 only where it is native).
+AUTO_ON_THIS_CPU = resolve_precision("auto", "cpu").resolved
 
 METRIC_FIELDS = {
     "epoch", "step", "train_loss", "train_pixel_accuracy", "train_dice", "train_miou",
@@ -25,7 +29,7 @@ COMPARED = ("train_loss", "val_loss", "val_dice", "val_pixel_accuracy", "lr")
 
 
 @pytest.mark.slow
-def test_one_process_zero2_bf16_run_writes_everything(unet_run):
+def test_one_process_zero2_run_writes_everything(unet_run):
     rows = read_metrics(unet_run)
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert METRIC_FIELDS <= set(rows[0])
@@ -38,7 +42,7 @@ def test_one_process_zero2_bf16_run_writes_everything(unet_run):
     assert {"git", "versions", "starts", "schema_version"} <= set(run_info)
     assert run_info["versions"]["deepspeed"]
     start = run_info["starts"][-1]
-    assert (start["precision"], start["precision_requested"]) == ("bf16", "bf16")
+    assert (start["precision"], start["precision_requested"]) == (AUTO_ON_THIS_CPU, "auto")
     final = json.loads((unet_run / "final.json").read_text())
     assert final["stopped"] == "completed" and final["epochs_completed"] == 3
     checkpoints = unet_run / "checkpoints"
@@ -88,7 +92,7 @@ def test_console_shows_progress_lines_and_no_library_noise(unet_run):
     console = (unet_run.parent / "stderr.txt").read_text()
     stdout = (unet_run.parent / "stdout.txt").read_text()
     lines = [line for line in console.splitlines() if line.strip()]
-    assert lines[0].startswith("training unet3plus on ") and "ZeRO-2, bf16 (asked for bf16)" in lines[0]
+    assert lines[0].startswith("training unet3plus on ") and f"ZeRO-2, {AUTO_ON_THIS_CPU} (" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/3", "2/3", "3/3"]
     assert all("tiles/s" in line and "val Dice" in line for line in lines if line.startswith("epoch "))
     assert stdout.startswith("done ") and stdout.count("\n") == 1
@@ -259,3 +263,41 @@ def test_nan_loss_stops_and_keeps_best_checkpoint(tiny_store, tmp_path):
     assert not (checkpoints / "epoch0002").exists() and not (run_dir / "final.json").exists()
     assert [row["epoch"] for row in read_metrics(run_dir)] == [1]
     assert "non-finite training loss" in (run_dir / "train.log").read_text()
+
+
+def _every_point(run_dir: Path) -> list[dict]:
+    from steelseg_hpc.core.rundir import read_metrics as read_rows
+
+    return [row.to_dict() for row in read_rows(run_dir, every_point=True)]
+
+
+@pytest.mark.slow
+def test_validation_at_tile_counts_lands_between_epochs_and_survives_a_mid_epoch_stop(tiny_store, tmp_path):
+    # 12 tiles per epoch in 3 steps of 4: points every 8 tiles fall at steps 2 and 4; the one at
+    # 24 tiles is epoch 2's end, validated once, by the epoch's row.
+    settings = [*TINY_UNET, "--epochs", "2", "--set", "val_every_tiles=8"]
+    reference = tmp_path / "uninterrupted"
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(reference), *settings])
+    rows = _every_point(reference)
+    assert [(row["point"], row["step"], row["tiles_trained"]) for row in rows] == [
+        ("tiles", 2, 8), ("epoch", 3, 12), ("tiles", 4, 16), ("epoch", 6, 24)]
+    assert all(row["val_dice"] is not None for row in rows)
+    assert [row["epoch"] for row in read_metrics(reference)] == [1, 2]  # the epoch rows, as before
+
+    # Stopped at the step after forward 8 (step 4, epoch 2): the point at step 4 is kept, not
+    # written twice, and the resumed run validates where the uninterrupted one did.
+    run_dir, marker = tmp_path / "preempted", tmp_path / "in-epoch-2"
+    args = [sys.executable, "-c", PAUSE_SCRIPT, "8", str(marker),
+            "train", "--store", str(tiny_store), "--run-dir", str(run_dir), *settings]
+    process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not marker.exists():
+        assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 2"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGUSR2)
+    assert process.wait(timeout=240) == 128 + signal.SIGUSR2
+    run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *settings])
+    resumed = _every_point(run_dir)
+    assert [(row["point"], row["step"]) for row in resumed] == [(row["point"], row["step"]) for row in rows]
+    for got, expected in zip(resumed, rows):
+        assert got["val_dice"] == pytest.approx(expected["val_dice"], rel=1e-3, abs=1e-5), got["step"]

@@ -50,3 +50,21 @@ def test_hooks_see_each_optimiser_step_and_each_epochs_row(tiny_store, tmp_path)
     assert [[row["epoch"], row["step"]] for row in rows] == [[epoch, step] for epoch, step, _, _ in seen["rows"]]
     assert [state_epoch for _, _, state_epoch, _ in seen["rows"]] == [1, 2, 3]
     assert seen["rows"][-1][3] == seen["best_epoch"]
+
+
+def test_a_resume_keeps_the_tile_points_before_its_checkpoint_and_drops_the_later_ones(tmp_path):
+    from steelseg_hpc.core.rundir import TILES_POINT, MetricsRow, read_metrics
+    from steelseg_hpc.training.run_writer import RunWriter
+
+    run = RunWriter(tmp_path / "run")
+    run.path.mkdir()
+    for row in (MetricsRow(epoch=1, step=2, point=TILES_POINT), MetricsRow(epoch=1, step=3),
+                MetricsRow(epoch=2, step=4, point=TILES_POINT), MetricsRow(epoch=2, step=5, point=TILES_POINT),
+                MetricsRow(epoch=2, step=6)):
+        run.append_metrics(row)
+    run.truncate_metrics(1, last_step=4)  # a mid-epoch checkpoint at step 4 of epoch 2
+    assert [(row.point, row.step) for row in read_metrics(run.path, every_point=True)] == [
+        ("tiles", 2), ("epoch", 3), ("tiles", 4)]
+    run.truncate_metrics(1, last_step=3)  # epoch 1's own checkpoint
+    assert [row.step for row in read_metrics(run.path, every_point=True)] == [2, 3]
+    assert [row.step for row in read_metrics(run.path)] == [3]

@@ -48,18 +48,26 @@ def _decode(parameter: ParameterSpec, value: Any) -> Any:
 def split_batch(batch: int, world_size: int, max_micro_batch: int) -> tuple[int, int]:
     """``(micro_batch, grad_accumulation)`` reaching ``batch`` over ``world_size`` ranks.
 
+    The micro-batch is the largest that fits (``max_micro_batch``) and divides the rank's share,
+    except that one rank always accumulates at least two micro-batches when it can: B_simple is
+    measured from two batch sizes (a micro-batch and the whole step), so every trial of a batch
+    sweep measures it, the small batches too (batch 1 cannot be split and measures none).
+
     Raises:
         ConfigError: the batch is not a whole number of tiles per rank.
 
     Example:
-        >>> split_batch(64, 2, 8), split_batch(6, 1, 4)
-        ((8, 4), (3, 2))
+        >>> split_batch(64, 2, 8), split_batch(6, 1, 4), split_batch(8, 1, 8), split_batch(2, 2, 8)
+        ((8, 4), (3, 2), (4, 2), (1, 1))
     """
     if not isinstance(batch, int) or batch < 1 or batch % world_size:
         raise ConfigError(f"global_batch {batch!r} cannot be reached with {world_size} rank(s): it must be a "
                           f"positive multiple of the profile's GPUs x nodes")
     per_rank = batch // world_size
-    micro = max(d for d in range(1, min(per_rank, max_micro_batch) + 1) if per_rank % d == 0)
+    largest = min(per_rank, max_micro_batch)
+    if world_size == 1 and per_rank >= 2:
+        largest = min(largest, per_rank // 2)
+    micro = max(d for d in range(1, largest + 1) if per_rank % d == 0)
     return micro, per_rank // micro
 
 

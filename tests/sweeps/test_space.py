@@ -49,6 +49,8 @@ def test_a_space_key_that_is_not_a_run_config_key_or_a_rejected_value_names_it()
 
 def test_a_batch_the_gpus_cannot_reach_is_refused():
     assert split_batch(64, 2, 8) == (8, 4) and split_batch(1, 1, 8) == (1, 1) and split_batch(12, 1, 8) == (6, 2)
+    # one rank accumulates two micro-batches where it can, so every trial measures B_simple
+    assert split_batch(2, 1, 8) == (1, 2) and split_batch(8, 1, 8) == (4, 2) and split_batch(7, 1, 8) == (1, 7)
     space = SearchSpace(spec(space={"b": {"key": "global_batch", "values": [1, 4]}}), world_size=2)
     with pytest.raises(ConfigError, match="global_batch 1 cannot be reached with 2 rank"):
         space.validate("f.toml")

@@ -175,6 +175,7 @@ def test_a_batch_lr_sweep_draws_learning_rates_per_batch_size(tiny_store, tmp_pa
     for trial in trials:
         rows = read_metrics(trial.user_attrs["run_dir"])
         assert rows[0].global_batch == trial.params["batch"]
+        assert rows[-1].noise_scale_b_simple is not None  # every trial measures B_simple, batch 2 too
     report = CliRunner().invoke(main, ["sweep", "report", "batch", "--json"], env={"STEELSEG_INDEX": str(index)})
     assert report.exit_code == 0, report.output
     summary = json.loads(report.output)

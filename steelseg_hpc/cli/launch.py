@@ -52,7 +52,7 @@ def launch(experiment, profile, overrides, profile_overrides, wait, dry_run, ind
 
     On SLURM the jobs form one job array. EXPERIMENT is a TOML path or a name: smoke finds
     ./launch/experiments/smoke.toml here or above, else the one shipped with steelseg-hpc
-    (shipped: smoke, metaldam, metaldam-skip-order); --dry-run says which file each name is.
+    (shipped: smoke, metaldam, metaldam-cpu, metaldam-skip-order); --dry-run says which file each name is.
     """
     if dry_run:
         for found in (launch_stage.find_experiment(experiment), find_profile(profile)):

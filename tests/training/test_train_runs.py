@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from steelseg_hpc.cli import main
+from steelseg_hpc.core import rundir
 from steelseg_hpc.training.precision import resolve_precision
 from tests.training.helpers import CLI, TINY_UNET, read_metrics, run_cli, subprocess_env
 
@@ -174,22 +175,29 @@ main(sys.argv[3:])
 """
 
 
+def _train_until_usr2_at_forward(forward: int, marker: Path, store, run_dir: Path, settings: list[str],
+                                 stderr_path: Path) -> None:
+    """``train`` with ``settings``, sent SIGUSR2 while its ``forward``-th training forward waits;
+    asserts it exited on the signal (its stderr goes to ``stderr_path``)."""
+    args = [sys.executable, "-c", PAUSE_SCRIPT, str(forward), str(marker),
+            "train", "--store", str(store), "--run-dir", str(run_dir), *settings]
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 240
+        while not marker.exists():
+            assert process.poll() is None and time.time() < deadline, "run ended or hung before the forward"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGUSR2)
+        assert process.wait(timeout=240) == 128 + signal.SIGUSR2
+
+
 @pytest.mark.slow
 def test_usr2_mid_epoch_saves_at_the_step_and_resumes_to_the_same_result(unet_run, tiny_store, tmp_path):
     run_dir = tmp_path / "preempted"
     marker = tmp_path / "in-epoch-2"
     # 6 micro-batches (3 steps of 2) per epoch: forward 8 is the 2nd micro-batch of epoch 2, so
     # the stop comes at the step boundary after it, 2 micro-batches into epoch 2.
-    args = [sys.executable, "-c", PAUSE_SCRIPT, "8", str(marker),
-            "train", "--store", str(tiny_store), "--run-dir", str(run_dir), *TINY_UNET]
-    with (tmp_path / "stderr.txt").open("w") as stderr:
-        process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.time() + 240
-        while not marker.exists():
-            assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 2"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGUSR2)
-        assert process.wait(timeout=240) == 128 + signal.SIGUSR2
+    _train_until_usr2_at_forward(8, marker, tiny_store, run_dir, TINY_UNET, tmp_path / "stderr.txt")
     message = (tmp_path / "stderr.txt").read_text()
     assert "stopped: stopped on SIGUSR2 in epoch 2 after 2 micro-batches" in message, message[-3000:]
     checkpoints = run_dir / "checkpoints"
@@ -266,9 +274,7 @@ def test_nan_loss_stops_and_keeps_best_checkpoint(tiny_store, tmp_path):
 
 
 def _every_point(run_dir: Path) -> list[dict]:
-    from steelseg_hpc.core.rundir import read_metrics as read_rows
-
-    return [row.to_dict() for row in read_rows(run_dir, every_point=True)]
+    return [row.to_dict() for row in rundir.read_metrics(run_dir, every_point=True)]
 
 
 @pytest.mark.slow
@@ -283,22 +289,12 @@ def test_validation_at_tile_counts_lands_between_epochs_and_survives_a_mid_epoch
         ("tiles", 2, 8), ("epoch", 3, 12), ("tiles", 4, 16), ("epoch", 6, 24)]
     assert all(row["val_dice"] is not None for row in rows)
     assert [row["epoch"] for row in _every_point(reference) if row["point"] == "epoch"] == [1, 2]
-    from steelseg_hpc.core.rundir import read_metrics as read_rows
-
-    assert [row.epoch for row in read_rows(reference)] == [1, 2]  # what status, pruner and report read
+    assert [row.epoch for row in rundir.read_metrics(reference)] == [1, 2]  # what status, pruner and report read
 
     # Stopped at the step after forward 8 (step 4, epoch 2): the point at step 4 is kept, not
     # written twice, and the resumed run validates where the uninterrupted one did.
     run_dir, marker = tmp_path / "preempted", tmp_path / "in-epoch-2"
-    args = [sys.executable, "-c", PAUSE_SCRIPT, "8", str(marker),
-            "train", "--store", str(tiny_store), "--run-dir", str(run_dir), *settings]
-    process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while not marker.exists():
-        assert process.poll() is None and time.time() < deadline, "run ended or hung before epoch 2"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGUSR2)
-    assert process.wait(timeout=240) == 128 + signal.SIGUSR2
+    _train_until_usr2_at_forward(8, marker, tiny_store, run_dir, settings, tmp_path / "stderr.txt")
     run_cli(["train", "--store", str(tiny_store), "--run-dir", str(run_dir), *settings])
     resumed = _every_point(run_dir)
     assert [(row["point"], row["step"]) for row in resumed] == [(row["point"], row["step"]) for row in rows]
